@@ -1,0 +1,34 @@
+"""nlp_lstm: LSTM models for NER, sentiment, character language modelling and translation.
+
+The building blocks are importable on their own::
+
+    from nlp_lstm import BiLSTMEncoder, CRF, TokenEmbedder, Vocab, Trainer
+"""
+
+from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors, load_keyed_vectors
+from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.modules.crf import CRF
+from nlp_lstm.modules.embeddings import CharCNN, CharLSTM, TokenEmbedder
+from nlp_lstm.modules.encoder import BiLSTMEncoder, EncoderOutput
+from nlp_lstm.modules.heads import ClassifierHead, TaggingHead
+from nlp_lstm.modules.pooling import AttentionPooling
+from nlp_lstm.train.trainer import Trainer, TrainerConfig
+
+__all__ = [
+    "AttentionPooling",
+    "BiLSTMEncoder",
+    "CRF",
+    "CharCNN",
+    "CharLSTM",
+    "ClassifierHead",
+    "EmbeddingsConfig",
+    "EncoderOutput",
+    "TaggingHead",
+    "TokenEmbedder",
+    "Trainer",
+    "TrainerConfig",
+    "Vocab",
+    "build_vocab_and_vectors",
+    "load_keyed_vectors",
+]
+__version__ = "0.1.0"

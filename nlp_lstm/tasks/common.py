@@ -1,0 +1,91 @@
+"""Plumbing every task shares: config sections, files, reporting results."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from nlp_lstm.config import plain, to_dataclass
+from nlp_lstm.data.errors import DataError, UserError
+from nlp_lstm.data.vectors import EmbeddingsConfig
+from nlp_lstm.train.checkpoint import load_checkpoint
+from nlp_lstm.train.trainer import Trainer, TrainerConfig
+
+
+def make_trainer(cfg: DictConfig, run_dir: Path | None) -> Trainer:
+    """The Trainer for this run, from ``cfg.trainer`` and the task's monitored metric."""
+    config = to_dataclass(TrainerConfig, cfg.trainer, "trainer")
+    return Trainer(
+        config, run_dir, monitor=cfg.task.monitor, mode=cfg.task.get("monitor_mode", "max")
+    )
+
+
+def embeddings_config(cfg: DictConfig) -> EmbeddingsConfig:
+    return to_dataclass(EmbeddingsConfig, cfg.embeddings, "embeddings")
+
+
+def require_file(path: str | None, what: str, hint: str) -> Path:
+    """The path, or a one-line DataError saying where we looked and how to get the data."""
+    if not path:
+        raise UserError(f"no {what} given ({hint})")
+    resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        raise DataError(resolved, None, f"{what} not found. {hint}")
+    return resolved
+
+
+def checkpoint_for(cfg: DictConfig, task: str) -> dict[str, Any]:
+    """Load ``ckpt=PATH`` and check it was trained for ``task``."""
+    if not cfg.ckpt:
+        raise UserError(f"mode={cfg.mode} needs ckpt=PATH (a checkpoints/best.pt of a {task} run)")
+    payload = load_checkpoint(cfg.ckpt)
+    if payload["meta"].get("task") != task:
+        raise UserError(
+            f"{cfg.ckpt}: a checkpoint of task {payload['meta'].get('task')!r}, not {task!r}"
+        )
+    return payload
+
+
+def report(metrics: dict[str, Any], path: Path) -> None:
+    """Write metrics as JSON to ``path`` and print them as one JSON line on stdout."""
+    text = json.dumps(metrics, sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(path)
+    print(text, flush=True)
+
+
+def config_snapshot(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain data, to store in checkpoints."""
+    return {
+        k: plain(cfg[k]) for k in ("task", "data", "model", "embeddings", "trainer") if k in cfg
+    }
+
+
+def input_lines_path(cfg: DictConfig, run_dir: Path) -> Path:
+    """``input=FILE``, or stdin saved to the run folder so errors can name a line."""
+    if cfg.input:
+        return require_file(cfg.input, "input file", "pass input=FILE")
+    saved = run_dir / "stdin.txt"
+    saved.write_bytes(sys.stdin.buffer.read())
+    return saved
+
+
+@contextmanager
+def output_stream(cfg: DictConfig):
+    """``output=FILE`` (written whole at the end) or stdout."""
+    if not cfg.output:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(cfg.output).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        yield handle
+    tmp.replace(path)

@@ -1,0 +1,424 @@
+"""Named-entity recognition: word + char features -> BiLSTM -> CRF, on CoNLL files.
+
+corpus (CoNLL) -> vocab + tag set -> bucketed batches -> TokenEmbedder -> BiLSTMEncoder
+-> TaggingHead (CRF, constrained Viterbi) -> entity P/R/F1 (seqeval).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from nlp_lstm.config import to_dataclass
+from nlp_lstm.data.batching import BucketBatchSampler, lengths_mask, pad
+from nlp_lstm.data.conll import (
+    Sentence,
+    allowed_transitions,
+    convert_tags,
+    detect_scheme,
+    looks_like_conll,
+    read_conll,
+    read_tokenized_text,
+    to_iob2,
+)
+from nlp_lstm.data.errors import DataError
+from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors, pretrained_rows_for
+from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
+from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
+from nlp_lstm.modules.heads import CRFImpl, TaggingHead
+from nlp_lstm.tasks.common import (
+    checkpoint_for,
+    config_snapshot,
+    embeddings_config,
+    input_lines_path,
+    make_trainer,
+    output_stream,
+    report,
+    require_file,
+)
+from nlp_lstm.train.metrics import entity_scores, per_type_table
+from nlp_lstm.train.trainer import seed_everything
+
+log = logging.getLogger(__name__)
+
+MAX_WORD_CHARS = 30
+CORPUS_HINT = (
+    "Put CoNLL-2003 at <data.root>/conll2003/{train,dev,test}.txt (set data.root=DIR or "
+    "NLP_LSTM_DATA=DIR) or name files with data.train=/data.dev=/data.test=; see data/README.md"
+)
+
+
+@dataclass
+class NERDataConfig:
+    """The ``data`` group for NER."""
+
+    root: str = "data"
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    token_column: int = 0
+    tag_column: int = -1
+    tag_scheme: Literal["iob2", "bioes"] = "bioes"
+    min_freq: int = 1
+    extend_vocab: bool = True
+
+
+@dataclass
+class NERModelConfig:
+    """The ``model`` group for NER (see conf/model/bilstm_crf.yaml)."""
+
+    hidden_size: int = 200
+    num_layers: int = 1
+    dropout: float = 0.5
+    cell: CellKind = "lstm"
+    char: CharEncoderKind = "cnn"
+    char_dim: int = 30
+    char_hidden: int = 50
+    char_kernel: int = 3
+    word_dropout: float = 0.05
+    crf: bool = True
+    crf_impl: CRFImpl = "fast"
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+@dataclass
+class TaggingBatch:
+    """Padded sentences. ``chars`` holds the batch's unique words (row 0: padding) and
+    ``char_index`` points each token at its row. ``tags`` is None when unlabelled."""
+
+    words: Tensor  # (B, T)
+    chars: Tensor  # (U, L)
+    char_index: Tensor  # (B, T)
+    mask: Tensor  # (B, T) bool
+    lengths: Tensor  # (B,) on the CPU
+    indices: Tensor  # (B,) positions in the dataset
+    tags: Tensor | None = None  # (B, T)
+
+
+class TaggingCollator:
+    """Turns dataset positions into a :class:`TaggingBatch`."""
+
+    def __init__(
+        self,
+        sentences: list[list[str]],
+        tag_ids: list[list[int]] | None,
+        words: Vocab,
+        chars: Vocab,
+    ) -> None:
+        self.sentences = sentences
+        self.tag_ids = tag_ids
+        self.words = words
+        self.chars = chars
+        self.word_ids = [words.encode(s) for s in sentences]
+        self._char_cache: dict[str, list[int]] = {}
+
+    def char_ids(self, token: str) -> list[int]:
+        ids = self._char_cache.get(token)
+        if ids is None:
+            ids = self._char_cache[token] = self.chars.encode(token[:MAX_WORD_CHARS])
+        return ids
+
+    def __call__(self, indices: list[int]) -> TaggingBatch:
+        lengths = torch.tensor([len(self.sentences[i]) for i in indices])
+        width = int(lengths.max())
+        unique: dict[str, int] = {}
+        char_rows: list[list[int]] = [[]]
+        index_rows = []
+        for i in indices:
+            row = []
+            for token in self.sentences[i]:
+                slot = unique.get(token)
+                if slot is None:
+                    slot = unique[token] = len(char_rows)
+                    char_rows.append(self.char_ids(token))
+                row.append(slot)
+            index_rows.append(row)
+        return TaggingBatch(
+            words=pad([self.word_ids[i] for i in indices], length=width),
+            chars=pad(char_rows, length=max(1, max(len(r) for r in char_rows))),
+            char_index=pad(index_rows, length=width),
+            mask=lengths_mask(lengths, width),
+            lengths=lengths,
+            indices=torch.tensor(indices),
+            tags=pad([self.tag_ids[i] for i in indices], length=width)
+            if self.tag_ids is not None
+            else None,
+        )
+
+
+def make_loader(
+    collator: TaggingCollator, batch_size: int, shuffle: bool, seed: int = 0
+) -> DataLoader:
+    sampler = BucketBatchSampler(
+        [len(s) for s in collator.sentences], batch_size, shuffle=shuffle, seed=seed
+    )
+    return DataLoader(range(len(collator.sentences)), batch_sampler=sampler, collate_fn=collator)
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class BiLSTMCRFTagger(nn.Module):
+    """TokenEmbedder -> BiLSTMEncoder -> TaggingHead."""
+
+    def __init__(
+        self,
+        config: NERModelConfig,
+        vectors: Tensor,
+        freeze: bool,
+        num_chars: int,
+        tags: list[str],
+        scheme: str,
+    ) -> None:
+        super().__init__()
+        self.embedder = TokenEmbedder(
+            vectors,
+            freeze=freeze,
+            num_chars=num_chars,
+            char=config.char,
+            char_dim=config.char_dim,
+            char_hidden=config.char_hidden,
+            char_kernel=config.char_kernel,
+            dropout=config.dropout,
+            word_dropout=config.word_dropout,
+        )
+        self.encoder = BiLSTMEncoder(
+            self.embedder.output_size,
+            config.hidden_size,
+            config.num_layers,
+            config.dropout,
+            config.cell,
+        )
+        constraints = tuple(torch.tensor(m) for m in allowed_transitions(tags, scheme))
+        self.head = TaggingHead(
+            self.encoder.output_size, len(tags), config.crf, config.crf_impl, constraints
+        )
+
+    def states(self, batch: TaggingBatch) -> Tensor:
+        embedded = self.embedder(batch.words, batch.chars, batch.char_index)
+        return self.encoder(embedded, batch.lengths).states
+
+    def loss(self, batch: TaggingBatch) -> Tensor:
+        return self.head.loss(self.states(batch), batch.tags, batch.mask)
+
+    def decode(self, batch: TaggingBatch) -> Tensor:
+        return self.head.decode(self.states(batch), batch.mask)
+
+
+def decode_all(model: BiLSTMCRFTagger, batches, count: int) -> list[list[int] | None]:
+    """Tag ids for every sentence, in dataset order (None for sentences not decoded)."""
+    out: list[list[int] | None] = [None] * count
+    for batch in batches:
+        paths = model.decode(batch).cpu().tolist()
+        for index, path, length in zip(
+            batch.indices.tolist(), paths, batch.lengths.tolist(), strict=True
+        ):
+            out[index] = path[:length]
+    return out
+
+
+def make_evaluate(gold_iob2: list[list[str]], tags: Vocab, scheme: str):
+    """``evaluate(model, batches)`` computing entity scores against IOB2 gold tags."""
+
+    def evaluate(model, batches) -> dict:
+        decoded = decode_all(model, batches, len(gold_iob2))
+        pairs = [(g, d) for g, d in zip(gold_iob2, decoded, strict=True) if d is not None]
+        predicted = [to_iob2(tags.decode(d), scheme) for _, d in pairs]
+        scores = entity_scores([g for g, _ in pairs], predicted)
+        log.info("entity scores:\n%s", per_type_table(scores))
+        return scores
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def _read(path: Path, data: NERDataConfig, what: str) -> list[Sentence]:
+    return read_conll(path, data.token_column, data.tag_column, what=what)
+
+
+def _data_config(cfg: DictConfig) -> NERDataConfig:
+    return to_dataclass(NERDataConfig, cfg.data, "data")
+
+
+def _gold_iob2(sentences: list[Sentence]) -> list[list[str]]:
+    scheme = detect_scheme([s.tags for s in sentences])
+    return [to_iob2(s.tags, scheme) for s in sentences]
+
+
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=train``: fit on data.train, select on data.dev, write the run folder."""
+    data = _data_config(cfg)
+    model_cfg = to_dataclass(NERModelConfig, cfg.model, "model")
+    emb_cfg = embeddings_config(cfg)
+    trainer = make_trainer(cfg, run_dir)
+    seed_everything(trainer.config.seed)
+
+    train_path = require_file(data.train, "training file (data.train)", CORPUS_HINT)
+    dev_path = require_file(data.dev, "dev file (data.dev)", CORPUS_HINT)
+    train_sents = _read(train_path, data, "training file")
+    dev_sents = _read(dev_path, data, "dev file")
+    test_sents = (
+        _read(Path(data.test), data, "test file") if data.test and Path(data.test).is_file() else []
+    )
+
+    source_scheme = detect_scheme([s.tags for s in train_sents])
+    log.info(
+        "training tags look like %s; training in %s", source_scheme.upper(), data.tag_scheme.upper()
+    )
+    train_tags = [convert_tags(s.tags, source_scheme, data.tag_scheme) for s in train_sents]
+    tag_vocab = Vocab(
+        sorted({t for tags in train_tags for t in tags}, key=lambda t: (t != "O", t[2:], t)),
+        specials=(),
+    )
+
+    counts = Counter(token for s in train_sents for token in s.tokens)
+    extra = (
+        [token for s in dev_sents + test_sents for token in s.tokens] if data.extend_vocab else []
+    )
+    words, vectors, coverage = build_vocab_and_vectors(
+        counts, extra, emb_cfg, data.min_freq, trainer.config.seed
+    )
+    log.info(
+        "vocab %d words, %d tags %s; embeddings %s: %s",
+        len(words),
+        len(tag_vocab),
+        tag_vocab.itos,
+        emb_cfg.name,
+        coverage.summary(),
+    )
+    chars = Vocab.from_counts(Counter(c for s in train_sents for token in s.tokens for c in token))
+
+    train_collator = TaggingCollator(
+        [s.tokens for s in train_sents], [tag_vocab.encode(t) for t in train_tags], words, chars
+    )
+    dev_collator = TaggingCollator([s.tokens for s in dev_sents], None, words, chars)
+    train_loader = make_loader(
+        train_collator, trainer.config.batch_size, shuffle=True, seed=trainer.config.seed
+    )
+    dev_loader = make_loader(dev_collator, trainer.config.eval_batch_size, shuffle=False)
+
+    model = BiLSTMCRFTagger(
+        model_cfg, vectors, emb_cfg.freeze, len(chars), tag_vocab.itos, data.tag_scheme
+    )
+    log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
+    meta = {
+        "task": "ner",
+        "config": config_snapshot(cfg),
+        "words": words.to_list(),
+        "chars": chars.to_list(),
+        "tags": tag_vocab.to_list(),
+        "scheme": data.tag_scheme,
+    }
+    evaluate = make_evaluate(_gold_iob2(dev_sents), tag_vocab, data.tag_scheme)
+    best = trainer.fit(model, train_loader, dev_loader, evaluate, meta)
+    log.info("best dev F1 %.2f (epoch %d)", best["f1"], trainer.state.best_epoch)
+    report(best, run_dir / "metrics.json")
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+@dataclass
+class LoadedTagger:
+    model: BiLSTMCRFTagger
+    words: Vocab
+    chars: Vocab
+    tags: Vocab
+    scheme: str
+    embeddings: EmbeddingsConfig
+    extend_vocab: bool
+
+
+def load_tagger(payload: dict) -> LoadedTagger:
+    """Rebuild the tagger of a checkpoint without any training data."""
+    meta = payload["meta"]
+    config = meta["config"]
+    model_cfg = to_dataclass(NERModelConfig, config["model"], "model")
+    emb_cfg = to_dataclass(EmbeddingsConfig, config["embeddings"], "embeddings")
+    words = Vocab.from_list(meta["words"])
+    chars = Vocab.from_list(meta["chars"])
+    tags = Vocab.from_list(meta["tags"], specials=())
+    placeholder = torch.zeros(len(words), payload["model"]["embedder.words.weight"].shape[1])
+    model = BiLSTMCRFTagger(
+        model_cfg, placeholder, emb_cfg.freeze, len(chars), tags.itos, meta["scheme"]
+    )
+    model.load_state_dict(payload["model"])
+    extend = bool(config.get("data", {}).get("extend_vocab", True))
+    return LoadedTagger(model, words, chars, tags, meta["scheme"], emb_cfg, extend)
+
+
+def _extend_vocab(tagger: LoadedTagger, sentences: list[list[str]]) -> None:
+    """Give words unseen in training their pretrained vector, exactly as if they had been
+    in the training vocabulary (rows without gradient keep their pretrained values)."""
+    if not tagger.extend_vocab:
+        return
+    unseen = list(dict.fromkeys(t for s in sentences for t in s if t not in tagger.words))
+    found, rows = pretrained_rows_for(unseen, tagger.embeddings)
+    if found:
+        tagger.words = Vocab(tagger.words.itos[2:] + found)
+        tagger.model.embedder.extend_vocab(rows)
+        log.info("added %d of %d unseen words with pretrained vectors", len(found), len(unseen))
+
+
+def test(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=test ckpt=PATH data.test=FILE``: entity scores of a CoNLL file."""
+    tagger = load_tagger(checkpoint_for(cfg, "ner"))
+    data = _data_config(cfg)
+    path = require_file(data.test, "test file (data.test)", CORPUS_HINT)
+    sentences = _read(path, data, "test file")
+    tokens = [s.tokens for s in sentences]
+    _extend_vocab(tagger, tokens)
+    trainer = make_trainer(cfg, None)
+    loader = make_loader(
+        TaggingCollator(tokens, None, tagger.words, tagger.chars),
+        trainer.config.eval_batch_size,
+        shuffle=False,
+    )
+    scores = trainer.evaluate(
+        tagger.model, loader, make_evaluate(_gold_iob2(sentences), tagger.tags, tagger.scheme)
+    )
+    report(scores, run_dir / "test_metrics.json")
+
+
+def predict(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=predict ckpt=PATH input=FILE output=FILE``: tag raw text (a sentence a line)
+    or a CoNLL file, writing ``token<TAB>tag`` lines and a blank line between sentences."""
+    tagger = load_tagger(checkpoint_for(cfg, "ner"))
+    data = _data_config(cfg)
+    path = input_lines_path(cfg, run_dir)
+    is_conll = looks_like_conll(path)
+    sentences = _read(path, data, "input file") if is_conll else read_tokenized_text(path)
+    if not sentences:
+        raise DataError(path, None, "input holds no sentences")
+    tokens = [s.tokens for s in sentences]
+    _extend_vocab(tagger, tokens)
+    trainer = make_trainer(cfg, None)
+    loader = make_loader(
+        TaggingCollator(tokens, None, tagger.words, tagger.chars),
+        trainer.config.eval_batch_size,
+        shuffle=False,
+    )
+    decoded = trainer.evaluate(
+        tagger.model, loader, lambda m, b: {"paths": decode_all(m, b, len(tokens))}
+    )["paths"]
+    with output_stream(cfg) as out:
+        for sentence, path_ids in zip(tokens, decoded, strict=True):
+            for token, tag in zip(
+                sentence, to_iob2(tagger.tags.decode(path_ids), tagger.scheme), strict=True
+            ):
+                out.write(f"{token}\t{tag}\n")
+            out.write("\n")
+    log.info("tagged %d sentences (%s input)", len(tokens), "CoNLL" if is_conll else "raw text")

@@ -1,0 +1,73 @@
+"""Pictures of a run: learning curves and confusion matrices (PNG, no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(history: Sequence[dict], path: str | Path, monitor: str) -> None:
+    """Train loss, the monitored dev metric and the learning rate against the epoch."""
+    if not history:
+        return
+    plt = _pyplot()
+    epochs = [row["epoch"] for row in history]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    axes[0].plot(epochs, [row["train_loss"] for row in history], marker="o", ms=3)
+    axes[0].set(title="train loss", xlabel="epoch")
+    key = f"dev_{monitor}"
+    values = [row.get(key) for row in history]
+    axes[1].plot(epochs, values, marker="o", ms=3, color="tab:green")
+    best = max(
+        range(len(values)), key=lambda i: values[i] if values[i] is not None else float("-inf")
+    )
+    axes[1].annotate(
+        f"{values[best]:.2f}",
+        (epochs[best], values[best]),
+        textcoords="offset points",
+        xytext=(0, 6),
+    )
+    axes[1].set(title=f"dev {monitor}", xlabel="epoch")
+    axes[2].plot(epochs, [row["lr"] for row in history], marker="o", ms=3, color="tab:orange")
+    axes[2].set(title="learning rate", xlabel="epoch", yscale="log")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = ""
+) -> None:
+    """A confusion matrix (rows: gold, columns: predicted) with counts in the cells."""
+    plt = _pyplot()
+    size = max(3.5, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set(xlabel="predicted", ylabel="gold", title=title)
+    top = max((max(row) for row in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                color="white" if count > top / 2 else "black",
+            )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

