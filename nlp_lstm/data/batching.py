@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class BucketBatchSampler(Sampler[list[int]]):
@@ -60,6 +60,15 @@ class BucketBatchSampler(Sampler[list[int]]):
             ]
         for index in torch.randperm(len(batches), generator=generator).tolist():
             yield batches[index]
+
+
+def bucketed_loader(
+    collate, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0
+) -> DataLoader:
+    """A DataLoader over positions ``0..len(lengths)-1`` in length buckets; ``collate``
+    turns a list of positions into a batch."""
+    sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed)
+    return DataLoader(range(len(lengths)), batch_sampler=sampler, collate_fn=collate)
 
 
 def pad(rows: Sequence[Sequence[int]], value: int = 0, length: int | None = None) -> Tensor:

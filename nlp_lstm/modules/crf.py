@@ -44,12 +44,16 @@ class _LogPartition(torch.autograd.Function):
         alphas = emissions.new_empty(steps, batch, tags)  # alpha_t - offset_t, max 0
         offsets = emissions.new_empty(steps, batch, 1)  # per-step maxima
         first = start + emissions[0]
-        offsets[0] = first.amax(-1, keepdim=True)
-        alphas[0] = first - offsets[0]
-        for t in range(1, steps):
-            scores = torch.mm(alphas[t - 1].exp(), exp_trans).log_().add_(emit_shifted[t])
-            offsets[t] = scores.amax(-1, keepdim=True)
-            alphas[t] = scores.sub_(offsets[t])
+        torch.amax(first, -1, keepdim=True, out=offsets[0])
+        torch.sub(first, offsets[0], out=alphas[0])
+        probs = emissions.new_empty(batch, tags)
+        scores = emissions.new_empty(batch, tags)
+        for t in range(1, steps):  # six small kernels a step, no allocations
+            torch.exp(alphas[t - 1], out=probs)
+            torch.mm(probs, exp_trans, out=scores)
+            scores.log_().add_(emit_shifted[t])
+            torch.amax(scores, -1, keepdim=True, out=offsets[t])
+            torch.sub(scores, offsets[t], out=alphas[t])
         cumulative = offsets.squeeze(-1).double().cumsum(0)  # (T, B): alpha = alphas + cumulative
         at_last = last.view(1, batch, 1).expand(1, batch, tags)
         final = alphas.gather(0, at_last).squeeze(0) + end
@@ -71,11 +75,14 @@ class _LogPartition(torch.autograd.Function):
         betas = emissions.new_empty(steps, batch, tags)  # beta_t - offset_t
         tops = emissions.new_zeros(steps, batch, 1)
         betas[steps - 1] = end_row
+        following = emissions.new_empty(batch, tags)
+        scores = emissions.new_empty(batch, tags)
         for t in range(steps - 2, -1, -1):
-            nxt = betas[t + 1] + emissions[t + 1]
-            tops[t] = nxt.amax(-1, keepdim=True)
-            rec = torch.mm((nxt - tops[t]).exp_(), exp_trans_t).log_()
-            betas[t] = torch.where(is_last[t], end_row, rec)
+            torch.add(betas[t + 1], emissions[t + 1], out=following)
+            torch.amax(following, -1, keepdim=True, out=tops[t])
+            following.sub_(tops[t]).exp_()
+            torch.mm(following, exp_trans_t, out=scores)
+            torch.where(is_last[t], end_row, scores.log_(), out=betas[t])
         # beta_t = betas_t + sum of (top + shift) over t <= u < last: reverse cumsum in float64
         step_offsets = (tops.squeeze(-1).double() + shift.double()).masked_fill(
             ~valid.squeeze(-1) | is_last.squeeze(-1), 0.0
@@ -302,25 +309,31 @@ class CRF(nn.Module):
 def _viterbi(
     emissions: Tensor, last: Tensor, start: Tensor, end: Tensor, trans: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Batched Viterbi, time-first. Returns best paths (T, B), 0 past each end, and scores."""
+    """Batched Viterbi, time-first. Returns best paths (T, B), 0 past each end, and scores.
+
+    Three kernels a step forward (broadcast add, max with argmax, add emissions), written
+    into preallocated buffers; the backtrace is one ``gather`` a step, because backpointers
+    past a sequence's end are set to the identity, carrying its best last tag back to it.
+    """
     steps, batch, tags = emissions.shape
+    device = emissions.device
     scores = emissions.new_empty(steps, batch, tags)
-    backpointers = torch.empty(
-        max(steps - 1, 0), batch, tags, dtype=torch.long, device=emissions.device
-    )
-    scores[0] = start + emissions[0]
+    backpointers = torch.empty(steps, batch, tags, dtype=torch.long, device=device)
+    candidates = emissions.new_empty(batch, tags, tags)
+    best = emissions.new_empty(batch, tags)
+    torch.add(start, emissions[0], out=scores[0])
     for t in range(1, steps):
-        best, backpointers[t - 1] = (scores[t - 1].unsqueeze(2) + trans).max(1)
-        scores[t] = best + emissions[t]
+        torch.add(scores[t - 1].unsqueeze(2), trans, out=candidates)
+        torch.max(candidates, 1, out=(best, backpointers[t]))
+        torch.add(best, emissions[t], out=scores[t])
     final = scores.gather(0, last.view(1, batch, 1).expand(1, batch, tags)).squeeze(0) + end
     path_score, best_last = final.max(-1)
 
-    active = torch.arange(steps, device=emissions.device).unsqueeze(1) <= last.unsqueeze(0)
-    paths = torch.empty(steps, batch, dtype=torch.long, device=emissions.device)
-    current = best_last
-    for t in range(steps - 1, -1, -1):
-        paths[t] = current
-        if t > 0:
-            previous = backpointers[t - 1].gather(1, current.unsqueeze(1)).squeeze(1)
-            current = torch.where(active[t], previous, best_last)
-    return paths.masked_fill_(~active, 0), path_score
+    active = torch.arange(steps, device=device).unsqueeze(1) <= last.unsqueeze(0)  # (T, B)
+    identity = torch.arange(tags, device=device).expand(batch, tags)
+    backpointers = torch.where(active.unsqueeze(-1), backpointers, identity)
+    paths = torch.empty(steps, batch, 1, dtype=torch.long, device=device)
+    paths[steps - 1] = best_last.unsqueeze(1)
+    for t in range(steps - 1, 0, -1):
+        torch.gather(backpointers[t], 1, paths[t], out=paths[t - 1])
+    return paths.squeeze(-1).masked_fill_(~active, 0), path_score

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,9 +13,13 @@ from omegaconf import DictConfig
 
 from nlp_lstm.config import plain, to_dataclass
 from nlp_lstm.data.errors import DataError, UserError
-from nlp_lstm.data.vectors import EmbeddingsConfig
+from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
+from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.modules.embeddings import TokenEmbedder
 from nlp_lstm.train.checkpoint import load_checkpoint
 from nlp_lstm.train.trainer import Trainer, TrainerConfig
+
+log = logging.getLogger(__name__)
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path | None) -> Trainer:
@@ -89,3 +94,18 @@ def output_stream(cfg: DictConfig):
     with open(tmp, "w", encoding="utf-8") as handle:
         yield handle
     tmp.replace(path)
+
+
+def extend_with_pretrained(
+    words: Vocab, embedder: TokenEmbedder, sentences: list[list[str]], config: EmbeddingsConfig
+) -> Vocab:
+    """Give words unseen in training their pretrained vector, exactly as if they had been
+    in the training vocabulary (rows that never get a gradient keep their pretrained
+    values). Returns the grown vocabulary; the embedder grows in place."""
+    unseen = list(dict.fromkeys(t for s in sentences for t in s if t not in words))
+    found, rows = pretrained_rows_for(unseen, config)
+    if not found:
+        return words
+    embedder.extend_vocab(rows)
+    log.info("added %d of %d unseen words with pretrained vectors", len(found), len(unseen))
+    return Vocab([*words.itos, *found])

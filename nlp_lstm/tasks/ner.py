@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.data.batching import BucketBatchSampler, lengths_mask, pad
+from nlp_lstm.data.batching import bucketed_loader, lengths_mask, pad
 from nlp_lstm.data.conll import (
     Sentence,
     allowed_transitions,
@@ -30,7 +30,7 @@ from nlp_lstm.data.conll import (
     to_iob2,
 )
 from nlp_lstm.data.errors import DataError
-from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors, pretrained_rows_for
+from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
@@ -39,6 +39,7 @@ from nlp_lstm.tasks.common import (
     checkpoint_for,
     config_snapshot,
     embeddings_config,
+    extend_with_pretrained,
     input_lines_path,
     make_trainer,
     output_stream,
@@ -46,7 +47,7 @@ from nlp_lstm.tasks.common import (
     require_file,
 )
 from nlp_lstm.train.metrics import entity_scores, per_type_table
-from nlp_lstm.train.trainer import seed_everything
+from nlp_lstm.train.trainer import Evaluate, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class TaggingCollator:
         self.words = words
         self.chars = chars
         self.word_ids = [words.encode(s) for s in sentences]
+        self.lengths = [len(s) for s in sentences]
         self._char_cache: dict[str, list[int]] = {}
 
     def char_ids(self, token: str) -> list[int]:
@@ -160,10 +162,7 @@ class TaggingCollator:
 def make_loader(
     collator: TaggingCollator, batch_size: int, shuffle: bool, seed: int = 0
 ) -> DataLoader:
-    sampler = BucketBatchSampler(
-        [len(s) for s in collator.sentences], batch_size, shuffle=shuffle, seed=seed
-    )
-    return DataLoader(range(len(collator.sentences)), batch_sampler=sampler, collate_fn=collator)
+    return bucketed_loader(collator, collator.lengths, batch_size, shuffle, seed)
 
 
 # ---------------------------------------------------------------------------- model
@@ -258,8 +257,20 @@ def _gold_iob2(sentences: list[Sentence]) -> list[list[str]]:
     return [to_iob2(s.tags, scheme) for s in sentences]
 
 
-def train(cfg: DictConfig, run_dir: Path) -> None:
-    """``mode=train``: fit on data.train, select on data.dev, write the run folder."""
+@dataclass
+class NERSetup:
+    """Everything a training run needs, built from the config."""
+
+    model: BiLSTMCRFTagger
+    train_loader: DataLoader
+    dev_loader: DataLoader
+    evaluate: Evaluate
+    meta: dict
+    trainer: Trainer
+
+
+def setup(cfg: DictConfig, run_dir: Path | None) -> NERSetup:
+    """Read the corpus, build vocabularies, vectors, loaders and the model."""
     data = _data_config(cfg)
     model_cfg = to_dataclass(NERModelConfig, cfg.model, "model")
     emb_cfg = embeddings_config(cfg)
@@ -270,9 +281,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     dev_path = require_file(data.dev, "dev file (data.dev)", CORPUS_HINT)
     train_sents = _read(train_path, data, "training file")
     dev_sents = _read(dev_path, data, "dev file")
-    test_sents = (
-        _read(Path(data.test), data, "test file") if data.test and Path(data.test).is_file() else []
-    )
+    has_test = data.test and Path(data.test).is_file()
+    test_sents = _read(Path(data.test), data, "test file") if has_test else []
 
     source_scheme = detect_scheme([s.tags for s in train_sents])
     log.info(
@@ -291,40 +301,41 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     words, vectors, coverage = build_vocab_and_vectors(
         counts, extra, emb_cfg, data.min_freq, trainer.config.seed
     )
-    log.info(
-        "vocab %d words, %d tags %s; embeddings %s: %s",
-        len(words),
-        len(tag_vocab),
-        tag_vocab.itos,
-        emb_cfg.name,
-        coverage.summary(),
-    )
+    log.info("vocab %d words, %d tags %s", len(words), len(tag_vocab), tag_vocab.itos)
+    log.info("embeddings %s: %s", emb_cfg.name, coverage.summary())
     chars = Vocab.from_counts(Counter(c for s in train_sents for token in s.tokens for c in token))
 
-    train_collator = TaggingCollator(
-        [s.tokens for s in train_sents], [tag_vocab.encode(t) for t in train_tags], words, chars
-    )
+    train_ids = [tag_vocab.encode(t) for t in train_tags]
+    train_collator = TaggingCollator([s.tokens for s in train_sents], train_ids, words, chars)
     dev_collator = TaggingCollator([s.tokens for s in dev_sents], None, words, chars)
-    train_loader = make_loader(
-        train_collator, trainer.config.batch_size, shuffle=True, seed=trainer.config.seed
-    )
-    dev_loader = make_loader(dev_collator, trainer.config.eval_batch_size, shuffle=False)
-
     model = BiLSTMCRFTagger(
         model_cfg, vectors, emb_cfg.freeze, len(chars), tag_vocab.itos, data.tag_scheme
     )
     log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
-    meta = {
-        "task": "ner",
-        "config": config_snapshot(cfg),
-        "words": words.to_list(),
-        "chars": chars.to_list(),
-        "tags": tag_vocab.to_list(),
-        "scheme": data.tag_scheme,
-    }
-    evaluate = make_evaluate(_gold_iob2(dev_sents), tag_vocab, data.tag_scheme)
-    best = trainer.fit(model, train_loader, dev_loader, evaluate, meta)
-    log.info("best dev F1 %.2f (epoch %d)", best["f1"], trainer.state.best_epoch)
+    return NERSetup(
+        model=model,
+        train_loader=make_loader(
+            train_collator, trainer.config.batch_size, shuffle=True, seed=trainer.config.seed
+        ),
+        dev_loader=make_loader(dev_collator, trainer.config.eval_batch_size, shuffle=False),
+        evaluate=make_evaluate(_gold_iob2(dev_sents), tag_vocab, data.tag_scheme),
+        meta={
+            "task": "ner",
+            "config": config_snapshot(cfg),
+            "words": words.to_list(),
+            "chars": chars.to_list(),
+            "tags": tag_vocab.to_list(),
+            "scheme": data.tag_scheme,
+        },
+        trainer=trainer,
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=train``: fit on data.train, select on data.dev, write the run folder."""
+    run = setup(cfg, run_dir)
+    best = run.trainer.fit(run.model, run.train_loader, run.dev_loader, run.evaluate, run.meta)
+    log.info("best dev F1 %.2f (epoch %d)", best["f1"], run.trainer.state.best_epoch)
     report(best, run_dir / "metrics.json")
 
 
@@ -340,6 +351,16 @@ class LoadedTagger:
     scheme: str
     embeddings: EmbeddingsConfig
     extend_vocab: bool
+
+    def loader(self, sentences: list[list[str]], batch_size: int) -> DataLoader:
+        """Batches of new sentences; unseen words with a pretrained vector get it first."""
+        if self.extend_vocab:
+            self.words = extend_with_pretrained(
+                self.words, self.model.embedder, sentences, self.embeddings
+            )
+        return make_loader(
+            TaggingCollator(sentences, None, self.words, self.chars), batch_size, shuffle=False
+        )
 
 
 def load_tagger(payload: dict) -> LoadedTagger:
@@ -360,19 +381,6 @@ def load_tagger(payload: dict) -> LoadedTagger:
     return LoadedTagger(model, words, chars, tags, meta["scheme"], emb_cfg, extend)
 
 
-def _extend_vocab(tagger: LoadedTagger, sentences: list[list[str]]) -> None:
-    """Give words unseen in training their pretrained vector, exactly as if they had been
-    in the training vocabulary (rows without gradient keep their pretrained values)."""
-    if not tagger.extend_vocab:
-        return
-    unseen = list(dict.fromkeys(t for s in sentences for t in s if t not in tagger.words))
-    found, rows = pretrained_rows_for(unseen, tagger.embeddings)
-    if found:
-        tagger.words = Vocab(tagger.words.itos[2:] + found)
-        tagger.model.embedder.extend_vocab(rows)
-        log.info("added %d of %d unseen words with pretrained vectors", len(found), len(unseen))
-
-
 def test(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=test ckpt=PATH data.test=FILE``: entity scores of a CoNLL file."""
     tagger = load_tagger(checkpoint_for(cfg, "ner"))
@@ -380,13 +388,8 @@ def test(cfg: DictConfig, run_dir: Path) -> None:
     path = require_file(data.test, "test file (data.test)", CORPUS_HINT)
     sentences = _read(path, data, "test file")
     tokens = [s.tokens for s in sentences]
-    _extend_vocab(tagger, tokens)
     trainer = make_trainer(cfg, None)
-    loader = make_loader(
-        TaggingCollator(tokens, None, tagger.words, tagger.chars),
-        trainer.config.eval_batch_size,
-        shuffle=False,
-    )
+    loader = tagger.loader(tokens, trainer.config.eval_batch_size)
     scores = trainer.evaluate(
         tagger.model, loader, make_evaluate(_gold_iob2(sentences), tagger.tags, tagger.scheme)
     )
@@ -404,13 +407,8 @@ def predict(cfg: DictConfig, run_dir: Path) -> None:
     if not sentences:
         raise DataError(path, None, "input holds no sentences")
     tokens = [s.tokens for s in sentences]
-    _extend_vocab(tagger, tokens)
     trainer = make_trainer(cfg, None)
-    loader = make_loader(
-        TaggingCollator(tokens, None, tagger.words, tagger.chars),
-        trainer.config.eval_batch_size,
-        shuffle=False,
-    )
+    loader = tagger.loader(tokens, trainer.config.eval_batch_size)
     decoded = trainer.evaluate(
         tagger.model, loader, lambda m, b: {"paths": decode_all(m, b, len(tokens))}
     )["paths"]

@@ -1,0 +1,398 @@
+"""Sentence classification (sentiment): word vectors -> BiLSTM -> attention pooling -> classes.
+
+corpus (CSV/TSV/JSONL via datasets) -> vocab + label set -> bucketed batches ->
+TokenEmbedder -> BiLSTMEncoder (attention pooling) -> ClassifierHead -> accuracy, macro-F1.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from nlp_lstm.config import to_dataclass
+from nlp_lstm.data.batching import bucketed_loader, lengths_mask, pad
+from nlp_lstm.data.errors import DataError, read_lines
+from nlp_lstm.data.tables import LabelledTexts, Tokenizer, read_hub, read_labelled, tokenize
+from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
+from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.modules.embeddings import TokenEmbedder
+from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
+from nlp_lstm.modules.heads import ClassifierHead
+from nlp_lstm.modules.pooling import PoolingKind
+from nlp_lstm.tasks.common import (
+    checkpoint_for,
+    config_snapshot,
+    embeddings_config,
+    extend_with_pretrained,
+    input_lines_path,
+    make_trainer,
+    output_stream,
+    report,
+    require_file,
+)
+from nlp_lstm.train.metrics import classification_scores
+from nlp_lstm.train.plots import plot_confusion
+from nlp_lstm.train.trainer import Evaluate, Trainer, seed_everything
+
+log = logging.getLogger(__name__)
+
+CORPUS_HINT = (
+    "Put SST-2 at <data.root>/sst2/{train,dev,test}.tsv (set data.root=DIR or NLP_LSTM_DATA=DIR) "
+    "or name CSV/TSV/JSONL files with data.train=/data.dev=/data.test=; see data/README.md"
+)
+REPORTED = ("accuracy", "macro_f1", "n")
+
+
+@dataclass
+class SentimentDataConfig:
+    """The ``data`` group for sentence classification."""
+
+    root: str = "data"
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    text_field: str = "sentence"
+    label_field: str = "label"
+    hf_name: str | None = None  # a hub dataset; train/dev/test then name its splits
+    hf_config: str | None = None
+    tokenizer: Tokenizer = "whitespace"
+    lowercase: bool = False
+    min_freq: int = 1
+    extend_vocab: bool = True
+    cache_dir: str | None = None
+
+
+@dataclass
+class SentimentModelConfig:
+    """The ``model`` group for sentence classification."""
+
+    hidden_size: int = 150
+    num_layers: int = 1
+    dropout: float = 0.5
+    cell: CellKind = "lstm"
+    pooling: PoolingKind = "attention"
+    classifier_hidden: int = 0
+    word_dropout: float = 0.0
+
+
+@dataclass
+class TextBatch:
+    """Padded token ids with their labels (None when unlabelled)."""
+
+    words: Tensor  # (B, T)
+    mask: Tensor  # (B, T)
+    lengths: Tensor  # (B,) on the CPU
+    indices: Tensor  # (B,)
+    labels: Tensor | None = None  # (B,)
+
+
+class TextCollator:
+    """Turns dataset positions into a :class:`TextBatch`."""
+
+    def __init__(self, sentences: list[list[str]], labels: list[int] | None, words: Vocab) -> None:
+        self.word_ids = [words.encode(s) for s in sentences]
+        self.labels = labels
+        self.lengths = [len(s) for s in sentences]
+
+    def __call__(self, indices: list[int]) -> TextBatch:
+        lengths = torch.tensor([self.lengths[i] for i in indices])
+        width = int(lengths.max())
+        return TextBatch(
+            words=pad([self.word_ids[i] for i in indices], length=width),
+            mask=lengths_mask(lengths, width),
+            lengths=lengths,
+            indices=torch.tensor(indices),
+            labels=torch.tensor([self.labels[i] for i in indices])
+            if self.labels is not None
+            else None,
+        )
+
+
+class AttentionClassifier(nn.Module):
+    """TokenEmbedder -> BiLSTMEncoder with pooling -> ClassifierHead."""
+
+    def __init__(
+        self, config: SentimentModelConfig, vectors: Tensor, freeze: bool, num_classes: int
+    ) -> None:
+        super().__init__()
+        self.embedder = TokenEmbedder(
+            vectors,
+            freeze=freeze,
+            char="none",
+            dropout=config.dropout,
+            word_dropout=config.word_dropout,
+        )
+        self.encoder = BiLSTMEncoder(
+            self.embedder.output_size,
+            config.hidden_size,
+            config.num_layers,
+            config.dropout,
+            config.cell,
+            pooling=config.pooling,
+        )
+        self.head = ClassifierHead(
+            self.encoder.output_size, num_classes, config.classifier_hidden, config.dropout
+        )
+
+    def forward(self, batch: TextBatch) -> tuple[Tensor, Tensor | None]:
+        """Class scores ``(B, C)`` and attention weights ``(B, T)`` (None without attention)."""
+        out = self.encoder(self.embedder(batch.words), batch.lengths)
+        return self.head(out.pooled), out.attention
+
+    def loss(self, batch: TextBatch) -> Tensor:
+        return F.cross_entropy(self(batch)[0].float(), batch.labels)
+
+
+def classify_all(
+    model: AttentionClassifier, batches, count: int
+) -> tuple[list[int], list[list[float]], list[list[float] | None]]:
+    """Predicted class, class probabilities and attention weights for every sentence, in order."""
+    predicted: list[int] = [0] * count
+    probabilities: list[list[float]] = [[] for _ in range(count)]
+    attention: list[list[float] | None] = [None] * count
+    for batch in batches:
+        logits, weights = model(batch)
+        probs = torch.softmax(logits.float(), -1).cpu()
+        rows = weights.float().cpu().tolist() if weights is not None else [None] * len(probs)
+        for index, p, w, length in zip(
+            batch.indices.tolist(), probs.tolist(), rows, batch.lengths.tolist(), strict=True
+        ):
+            predicted[index] = max(range(len(p)), key=p.__getitem__)
+            probabilities[index] = p
+            attention[index] = w[:length] if w is not None else None
+    return predicted, probabilities, attention
+
+
+def make_evaluate(gold: list[int], num_classes: int) -> Evaluate:
+    """``evaluate(model, batches)``: accuracy, macro-F1, n and the confusion matrix."""
+
+    def evaluate(model, batches) -> dict:
+        predicted, _, _ = classify_all(model, batches, len(gold))
+        return classification_scores(gold, predicted, num_classes)
+
+    return evaluate
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def _data_config(cfg: DictConfig) -> SentimentDataConfig:
+    return to_dataclass(SentimentDataConfig, cfg.data, "data")
+
+
+def read_split(data: SentimentDataConfig, which: str) -> LabelledTexts:
+    """The train/dev/test split named by the config, from a local table or the hub."""
+    target = getattr(data, which)
+    if data.hf_name:
+        return read_hub(
+            data.hf_name,
+            data.hf_config,
+            target,
+            data.text_field,
+            data.label_field,
+            data.tokenizer,
+            data.lowercase,
+            data.cache_dir,
+        )
+    path = require_file(target, f"{which} file (data.{which})", CORPUS_HINT)
+    return read_labelled(
+        path, data.text_field, data.label_field, data.tokenizer, data.lowercase, data.cache_dir
+    )
+
+
+def label_ids(texts: LabelledTexts, labels: Vocab) -> list[int]:
+    """Label ids; a label outside the training label set is a DataError at its line."""
+    ids = []
+    for label, line in zip(texts.labels, texts.lines, strict=True):
+        if label not in labels:
+            raise DataError(
+                texts.path,
+                line,
+                f"unknown label {label!r} (training labels: {', '.join(labels.itos)})",
+            )
+        ids.append(labels[label])
+    return ids
+
+
+def _sorted_labels(values: set[str]) -> list[str]:
+    numeric = all(v.lstrip("-").isdigit() for v in values)
+    return sorted(values, key=int) if numeric else sorted(values)
+
+
+@dataclass
+class SentimentSetup:
+    """Everything a training run needs, built from the config."""
+
+    model: AttentionClassifier
+    train_loader: DataLoader
+    dev_loader: DataLoader
+    evaluate: Evaluate
+    meta: dict
+    trainer: Trainer
+    label_names: list[str]
+
+
+def setup(cfg: DictConfig, run_dir: Path | None) -> SentimentSetup:
+    """Read the tables, build vocabulary, label set, vectors, loaders and the model."""
+    data = _data_config(cfg)
+    model_cfg = to_dataclass(SentimentModelConfig, cfg.model, "model")
+    emb_cfg = embeddings_config(cfg)
+    trainer = make_trainer(cfg, run_dir)
+    seed_everything(trainer.config.seed)
+
+    train_texts = read_split(data, "train")
+    dev_texts = read_split(data, "dev")
+    has_test = data.test and (data.hf_name or Path(data.test).expanduser().is_file())
+    test_texts = read_split(data, "test") if has_test and data.extend_vocab else None
+    labels = Vocab(_sorted_labels(set(train_texts.labels)), specials=())
+    if len(labels) < 2:
+        raise DataError(train_texts.path, None, f"needs at least two labels, found {labels.itos}")
+
+    counts = Counter(t for s in train_texts.tokens for t in s)
+    extra = (
+        [t for s in dev_texts.tokens + (test_texts.tokens if test_texts else []) for t in s]
+        if data.extend_vocab
+        else []
+    )
+    words, vectors, coverage = build_vocab_and_vectors(
+        counts, extra, emb_cfg, data.min_freq, trainer.config.seed
+    )
+    log.info(
+        "%d training sentences, %d dev; labels %s; vocab %d words",
+        len(train_texts.tokens),
+        len(dev_texts.tokens),
+        labels.itos,
+        len(words),
+    )
+    log.info("embeddings %s: %s", emb_cfg.name, coverage.summary())
+
+    train_collator = TextCollator(train_texts.tokens, label_ids(train_texts, labels), words)
+    dev_gold = label_ids(dev_texts, labels)
+    dev_collator = TextCollator(dev_texts.tokens, None, words)
+    model = AttentionClassifier(model_cfg, vectors, emb_cfg.freeze, len(labels))
+    log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
+    config = trainer.config
+    return SentimentSetup(
+        model=model,
+        train_loader=bucketed_loader(
+            train_collator,
+            train_collator.lengths,
+            config.batch_size,
+            shuffle=True,
+            seed=config.seed,
+        ),
+        dev_loader=bucketed_loader(
+            dev_collator, dev_collator.lengths, config.eval_batch_size, shuffle=False
+        ),
+        evaluate=make_evaluate(dev_gold, len(labels)),
+        meta={
+            "task": "sentiment",
+            "config": config_snapshot(cfg),
+            "words": words.to_list(),
+            "labels": labels.to_list(),
+        },
+        trainer=trainer,
+        label_names=labels.itos,
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=train``: fit on data.train, select on dev accuracy, write the run folder."""
+    run = setup(cfg, run_dir)
+    best = run.trainer.fit(run.model, run.train_loader, run.dev_loader, run.evaluate, run.meta)
+    log.info("best dev accuracy %.2f (epoch %d)", best["accuracy"], run.trainer.state.best_epoch)
+    plot_confusion(
+        best["confusion"], run.label_names, run_dir / "confusion.png", "dev (best epoch)"
+    )
+    report({k: best[k] for k in REPORTED}, run_dir / "metrics.json")
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+@dataclass
+class LoadedClassifier:
+    model: AttentionClassifier
+    words: Vocab
+    labels: Vocab
+    data: SentimentDataConfig
+    embeddings: EmbeddingsConfig
+
+    def loader(self, sentences: list[list[str]], batch_size: int) -> DataLoader:
+        """Batches of new sentences; unseen words with a pretrained vector get it first."""
+        if self.data.extend_vocab:
+            self.words = extend_with_pretrained(
+                self.words, self.model.embedder, sentences, self.embeddings
+            )
+        collator = TextCollator(sentences, None, self.words)
+        return bucketed_loader(collator, collator.lengths, batch_size, shuffle=False)
+
+
+def load_classifier(payload: dict) -> LoadedClassifier:
+    """Rebuild the classifier of a checkpoint without any training data."""
+    meta = payload["meta"]
+    config = meta["config"]
+    model_cfg = to_dataclass(SentimentModelConfig, config["model"], "model")
+    emb_cfg = to_dataclass(EmbeddingsConfig, config["embeddings"], "embeddings")
+    data = to_dataclass(SentimentDataConfig, config["data"], "data")
+    words = Vocab.from_list(meta["words"])
+    labels = Vocab.from_list(meta["labels"], specials=())
+    placeholder = torch.zeros(len(words), payload["model"]["embedder.words.weight"].shape[1])
+    model = AttentionClassifier(model_cfg, placeholder, emb_cfg.freeze, len(labels))
+    model.load_state_dict(payload["model"])
+    return LoadedClassifier(model, words, labels, data, emb_cfg)
+
+
+def test(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=test ckpt=PATH data.test=FILE``: accuracy, macro-F1 and n of a labelled table."""
+    classifier = load_classifier(checkpoint_for(cfg, "sentiment"))
+    data = _data_config(cfg)
+    # tokenise as in training; the fields and the file come from this run's config
+    data.tokenizer, data.lowercase = classifier.data.tokenizer, classifier.data.lowercase
+    texts = read_split(data, "test")
+    gold = label_ids(texts, classifier.labels)
+    trainer = make_trainer(cfg, None)
+    loader = classifier.loader(texts.tokens, trainer.config.eval_batch_size)
+    scores = trainer.evaluate(classifier.model, loader, make_evaluate(gold, len(classifier.labels)))
+    plot_confusion(scores["confusion"], classifier.labels.itos, run_dir / "confusion.png", "test")
+    report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
+
+
+def predict(cfg: DictConfig, run_dir: Path, top_words: int = 3) -> None:
+    """``mode=predict ckpt=PATH input=FILE output=FILE`` (or stdin/stdout): for each line of
+    text, ``label<TAB>probability<TAB>word:weight ...<TAB>text``, the words being those the
+    attention pooling weighted most."""
+    classifier = load_classifier(checkpoint_for(cfg, "sentiment"))
+    path = input_lines_path(cfg, run_dir)
+    lines = [
+        (n, line) for n, line in enumerate(read_lines(path, "input file"), start=1) if line.strip()
+    ]
+    if not lines:
+        raise DataError(path, None, "input holds no text")
+    tokens = [
+        tokenize(line, classifier.data.tokenizer, classifier.data.lowercase) for _, line in lines
+    ]
+    trainer = make_trainer(cfg, None)
+    loader = classifier.loader(tokens, trainer.config.eval_batch_size)
+    outputs = trainer.evaluate(
+        classifier.model, loader, lambda m, b: {"all": classify_all(m, b, len(tokens))}
+    )
+    predicted, probabilities, attention = outputs["all"]
+    with output_stream(cfg) as out:
+        for (_, text), label, probs, weights, words in zip(
+            lines, predicted, probabilities, attention, tokens, strict=True
+        ):
+            top = "-"
+            if weights is not None:
+                ranked = sorted(range(len(words)), key=lambda i: -weights[i])[:top_words]
+                top = " ".join(f"{words[i]}:{weights[i]:.2f}" for i in ranked)
+            out.write(f"{classifier.labels.itos[label]}\t{probs[label]:.4f}\t{top}\t{text}\n")
+    log.info("classified %d lines", len(lines))

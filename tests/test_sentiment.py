@@ -1,0 +1,183 @@
+import json
+import random
+
+import pytest
+import torch
+
+from nlp_lstm.data.errors import DataError
+from nlp_lstm.data.tables import read_labelled, tokenize
+from tests.cli_helpers import last_json, run_cli
+
+GOOD = ["great", "wonderful", "fun", "moving", "superb", "charming"]
+BAD = ["dull", "awful", "boring", "tedious", "bland", "messy"]
+FILL = ["the", "film", "is", "a", "story", "with", "and", "cast", "plot", "it"]
+
+
+def toy_reviews(count, seed, labels=("0", "1")):
+    """Label 1 sentences contain a positive word, label 0 a negative one, among filler."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        label = rng.randrange(2)
+        words = [rng.choice(FILL) for _ in range(rng.randint(3, 12))]
+        words.insert(rng.randrange(len(words) + 1), rng.choice(GOOD if label else BAD))
+        rows.append((labels[label], " ".join(words)))
+    return rows
+
+
+def write_tsv(path, rows):
+    path.write_text("label\tsentence\n" + "".join(f"{label}\t{text}\n" for label, text in rows))
+    return path
+
+
+def test_reads_tsv_csv_jsonl_alike(tmp_path):
+    rows = [("1", "a fine film"), ("0", "so dull , really")]
+    tsv = write_tsv(tmp_path / "a.tsv", rows)
+    csv_path = tmp_path / "a.csv"
+    csv_path.write_text('text,stars\n"a fine film",1\n"so dull , really",0\n')
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text(
+        "".join(json.dumps({"review": t, "y": int(label)}) + "\n" for label, t in rows)
+    )
+    for texts in (
+        read_labelled(tsv, "sentence", "label"),
+        read_labelled(csv_path, "text", "stars"),
+        read_labelled(jsonl, "review", "y"),
+    ):
+        assert texts.tokens == [["a", "fine", "film"], ["so", "dull", ",", "really"]]
+        assert texts.labels == ["1", "0"]
+        assert texts.lines[0] in (1, 2)
+    assert tokenize("It's great, isn't it?", "words", True) == [
+        "it's",
+        "great",
+        ",",
+        "isn't",
+        "it",
+        "?",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "message"),
+    [
+        ("label\tsentence\n1\tgood\n0\tbad\textra\n", 3, "expected 2 columns"),
+        ("label\tsentence\n1\tgood\n\tno label here\n", 3, "missing label"),
+        ("label\tsentence\n1\tgood\n0\t   \n", 3, "empty text"),
+        ("label\tsentence\n1\tgood\n0\n", 3, "expected 2 columns"),
+        ("stars\ttext\n1\tgood\n", 1, "no column 'sentence'"),
+    ],
+)
+def test_bad_rows_name_file_and_line(tmp_path, content, line, message):
+    path = tmp_path / "bad.tsv"
+    path.write_text(content)
+    with pytest.raises(DataError) as info:
+        read_labelled(path, "sentence", "label")
+    assert (
+        info.value.line == line and message in info.value.message and info.value.path == str(path)
+    )
+
+
+def test_bad_jsonl_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"sentence": "ok", "label": 1}\n{"sentence": "oops", \n')
+    with pytest.raises(DataError) as info:
+        read_labelled(path, "sentence", "label")
+    assert info.value.line == 2 and "JSON" in info.value.message
+
+
+def test_tiny_model_learns_a_separable_task(tmp_path):
+    from nlp_lstm.data.batching import bucketed_loader
+    from nlp_lstm.data.vectors import random_rows
+    from nlp_lstm.data.vocab import Vocab
+    from nlp_lstm.tasks.sentiment import (
+        AttentionClassifier,
+        SentimentModelConfig,
+        TextCollator,
+        make_evaluate,
+    )
+    from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
+
+    rows = toy_reviews(400, seed=0)
+    sentences = [text.split() for _, text in rows]
+    labels = [int(label) for label, _ in rows]
+    words = Vocab(sorted({w for s in sentences for w in s}))
+    seed_everything(0)
+    model = AttentionClassifier(
+        SentimentModelConfig(hidden_size=16, dropout=0.1), random_rows(len(words), 16), False, 2
+    )
+    collator = TextCollator(sentences, labels, words)
+    loader = bucketed_loader(collator, collator.lengths, 16, shuffle=True)
+    config = TrainerConfig(
+        max_epochs=6, lr=0.01, progress_bar=False, device="cpu", lr_schedule="none"
+    )
+    trainer = Trainer(config, tmp_path, monitor="accuracy")
+    best = trainer.fit(
+        model,
+        loader,
+        bucketed_loader(collator, collator.lengths, 64, shuffle=False),
+        make_evaluate(labels, 2),
+    )
+    assert best["accuracy"] >= 95.0
+    # attention weights are a distribution over each sentence's real tokens
+    model.eval()
+    batch = collator([0, 1, 2, 3])
+    with torch.no_grad():
+        _, weights = model(batch)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4))
+    assert torch.all(weights[~batch.mask] == 0)
+
+
+def test_cli_train_test_predict_round_trip(tmp_path):
+    train = write_tsv(tmp_path / "train.tsv", toy_reviews(400, 1, ("neg", "pos")))
+    dev = write_tsv(tmp_path / "dev.tsv", toy_reviews(100, 2, ("neg", "pos")))
+    test = write_tsv(tmp_path / "test.tsv", toy_reviews(100, 3, ("neg", "pos")))
+    run = tmp_path / "run"
+    result = run_cli(
+        "task=sentiment", f"data.train={train}", f"data.dev={dev}", "data.test=null", "embeddings=random",
+        "embeddings.dim=16", "model.hidden_size=16", "trainer.max_epochs=6", "trainer.lr=0.01",
+        "trainer.progress_bar=false", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (
+        set(metrics) == {"accuracy", "macro_f1", "n"}
+        and metrics["n"] == 100
+        and metrics["accuracy"] >= 90.0
+    )
+    assert last_json(result.stdout) == metrics
+    for name in ("confusion.png", "curves.png", "metrics.csv", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    ckpt = run / "checkpoints" / "best.pt"
+    result = run_cli(
+        "task=sentiment",
+        "mode=test",
+        f"ckpt={ckpt}",
+        f"data.test={test}",
+        f"hydra.run.dir={tmp_path / 't'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    scores = last_json(result.stdout)
+    assert set(scores) == {"accuracy", "macro_f1", "n"} and scores["accuracy"] >= 90.0
+    result = run_cli(
+        "task=sentiment", "mode=predict", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'p'}",
+        stdin="the film is wonderful\nit is dull and the plot is messy\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, second = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert first[0] == "pos" and second[0] == "neg"
+    assert 0.5 < float(first[1]) <= 1.0
+    top = [pair.split(":") for pair in first[2].split()]
+    assert len(top) == 3 and all(word in first[3].split() for word, _ in top)
+    weights = [float(w) for _, w in top]
+    assert weights == sorted(weights, reverse=True) and 0 < sum(weights) <= 1.0001
+    assert first[3] == "the film is wonderful"
+    # a label the model never saw is a clear error at its line
+    odd = write_tsv(tmp_path / "odd.tsv", [("pos", "fine"), ("meh", "so so")])
+    result = run_cli(
+        "task=sentiment",
+        "mode=test",
+        f"ckpt={ckpt}",
+        f"data.test={odd}",
+        f"hydra.run.dir={tmp_path / 'o'}",
+    )
+    assert result.returncode == 2 and f"{odd}:3: unknown label 'meh'" in result.stderr
