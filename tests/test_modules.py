@@ -75,6 +75,7 @@ def test_char_encoders_shapes_and_padding():
     lstm = CharLSTM(10, 6, 4)
     out = lstm(chars)
     assert out.shape == (3, 8)
+    torch.testing.assert_close(lstm(chars, torch.tensor([0, 3, 2])), out)  # lengths from collate
     torch.testing.assert_close(lstm(longer), out)
 
 

@@ -87,12 +87,13 @@ def lengths_mask(lengths: Tensor, width: int) -> Tensor:
 
 
 def move_batch(batch, device: torch.device, non_blocking: bool = True):
-    """A copy of a batch dataclass with its tensors on ``device``; a ``lengths`` field
-    stays on the CPU (packing wants CPU lengths) and non-tensors are kept as they are."""
+    """A copy of a batch dataclass with its tensors on ``device``. Fields named
+    ``*lengths`` stay on the CPU (packing wants CPU lengths, and reading them from the
+    device would be a host sync); non-tensors are kept as they are."""
     changes = {}
     for field in dataclasses.fields(batch):
         value = getattr(batch, field.name)
-        if isinstance(value, Tensor) and field.name != "lengths":
+        if isinstance(value, Tensor) and not field.name.endswith("lengths"):
             changes[field.name] = value.to(device, non_blocking=non_blocking)
     return dataclasses.replace(batch, **changes)
 
@@ -102,6 +103,6 @@ def pin_batch(batch):
     changes = {
         f.name: getattr(batch, f.name).pin_memory()
         for f in dataclasses.fields(batch)
-        if isinstance(getattr(batch, f.name), Tensor) and f.name != "lengths"
+        if isinstance(getattr(batch, f.name), Tensor) and not f.name.endswith("lengths")
     }
     return dataclasses.replace(batch, **changes)

@@ -194,5 +194,8 @@ def _tokenised(
         batched=True,
     )
     return LabelledTexts(
-        list(dataset["tokens"]), [str(label).strip() for label in dataset[label_field]], lines, where
+        list(dataset["tokens"]),
+        [str(label).strip() for label in dataset[label_field]],
+        lines,
+        where,
     )

@@ -302,7 +302,9 @@ class CRF(nn.Module):
                     f"got {tuple(emissions.shape[:2])} and {tuple(mask.shape)}"
                 )
             first = mask[:, 0] if self.batch_first else mask[0]
-            if not bool(first.all()):
+            if first.is_cuda:  # checked on the device, without waiting for it
+                torch._assert_async(first.bool().all(), "mask of the first timestep must all be on")
+            elif not bool(first.all()):
                 raise ValueError("mask of the first timestep must all be on")
 
 

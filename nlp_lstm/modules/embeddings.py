@@ -30,7 +30,7 @@ class CharCNN(nn.Module):
         self.conv = nn.Conv1d(char_dim, num_filters, kernel_size, padding=kernel_size // 2)
         self.output_size = num_filters
 
-    def forward(self, chars: Tensor) -> Tensor:
+    def forward(self, chars: Tensor, lengths: Tensor | None = None) -> Tensor:
         features = self.conv(self.embedding(chars).transpose(1, 2))  # (U, F, L)
         pad = (chars == 0).unsqueeze(1)
         features = features.masked_fill(pad, float("-inf")).amax(-1)
@@ -40,7 +40,8 @@ class CharCNN(nn.Module):
 class CharLSTM(nn.Module):
     """Character BiLSTM whose final states form the word feature (Lample et al., 2016).
 
-    ``forward(chars (U, L)) -> (U, 2 * hidden_size)``.
+    ``forward(chars (U, L), lengths (U,) on the CPU) -> (U, 2 * hidden_size)``; without
+    ``lengths`` they are counted from ``chars`` (a host sync when ``chars`` is on a GPU).
     """
 
     def __init__(self, num_chars: int, char_dim: int = 25, hidden_size: int = 25) -> None:
@@ -49,8 +50,10 @@ class CharLSTM(nn.Module):
         self.lstm = nn.LSTM(char_dim, hidden_size, batch_first=True, bidirectional=True)
         self.output_size = 2 * hidden_size
 
-    def forward(self, chars: Tensor) -> Tensor:
-        lengths = (chars != 0).sum(1).clamp_min(1).cpu()
+    def forward(self, chars: Tensor, lengths: Tensor | None = None) -> Tensor:
+        if lengths is None:
+            lengths = (chars != 0).sum(1).cpu()
+        lengths = lengths.clamp_min(1)  # the all-padding word (row 0) still gets a state
         packed = pack_padded_sequence(
             self.embedding(chars), lengths, batch_first=True, enforce_sorted=False
         )
@@ -102,9 +105,15 @@ class TokenEmbedder(nn.Module):
         self.unk_id = unk_id
 
     def forward(
-        self, words: Tensor, chars: Tensor | None = None, char_index: Tensor | None = None
+        self,
+        words: Tensor,
+        chars: Tensor | None = None,
+        char_index: Tensor | None = None,
+        char_lengths: Tensor | None = None,
     ) -> Tensor:
-        """``words`` (B, T) -> (B, T, output_size)."""
+        """``words`` (B, T) -> (B, T, output_size). ``chars`` (U, L) are the char ids of
+        the batch's unique words, ``char_index`` (B, T) each token's row in them and
+        ``char_lengths`` (U,) their lengths on the CPU (used by the char LSTM)."""
         if self.training and self.word_dropout > 0:
             drop = (torch.rand(words.shape, device=words.device) < self.word_dropout) & (words != 0)
             words = words.masked_fill(drop, self.unk_id)
@@ -112,7 +121,7 @@ class TokenEmbedder(nn.Module):
         if self.chars is not None:
             if chars is None or char_index is None:
                 raise ValueError("this embedder uses char features: pass chars and char_index")
-            parts.append(self.chars(chars)[char_index])
+            parts.append(self.chars(chars, char_lengths)[char_index])
         return self.dropout(torch.cat(parts, dim=-1))
 
     def extend_vocab(self, rows: Tensor) -> None:

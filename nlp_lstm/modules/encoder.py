@@ -37,7 +37,8 @@ class BiLSTMEncoder(nn.Module):
         pooling: ``None`` (states only), ``last`` (final states of both directions),
             ``mean``, ``max`` or ``attention`` (:class:`AttentionPooling`).
 
-    ``forward(inputs (B, T, D), lengths (B,) on the CPU) -> EncoderOutput``. Padding never
+    ``forward(inputs (B, T, D), lengths (B,) on the CPU, mask (B, T) optional) ->
+    EncoderOutput``; pass the batch's mask on a GPU to spare a host-to-device copy. Padding never
     influences the states of real tokens (the RNN runs on packed sequences); padded
     positions of ``states`` are zero.
     """
@@ -67,7 +68,7 @@ class BiLSTMEncoder(nn.Module):
         self.pooling = pooling
         self.attention = AttentionPooling(self.output_size) if pooling == "attention" else None
 
-    def forward(self, inputs: Tensor, lengths: Tensor) -> EncoderOutput:
+    def forward(self, inputs: Tensor, lengths: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         steps = inputs.shape[1]
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, hidden = self.rnn(packed)

@@ -100,6 +100,7 @@ class TaggingBatch:
 
     words: Tensor  # (B, T)
     chars: Tensor  # (U, L)
+    char_lengths: Tensor  # (U,) on the CPU
     char_index: Tensor  # (B, T)
     mask: Tensor  # (B, T) bool
     lengths: Tensor  # (B,) on the CPU
@@ -149,6 +150,7 @@ class TaggingCollator:
         return TaggingBatch(
             words=pad([self.word_ids[i] for i in indices], length=width),
             chars=pad(char_rows, length=max(1, max(len(r) for r in char_rows))),
+            char_lengths=torch.tensor([len(r) for r in char_rows]),
             char_index=pad(index_rows, length=width),
             mask=lengths_mask(lengths, width),
             lengths=lengths,
@@ -205,7 +207,7 @@ class BiLSTMCRFTagger(nn.Module):
         )
 
     def states(self, batch: TaggingBatch) -> Tensor:
-        embedded = self.embedder(batch.words, batch.chars, batch.char_index)
+        embedded = self.embedder(batch.words, batch.chars, batch.char_index, batch.char_lengths)
         return self.encoder(embedded, batch.lengths).states
 
     def loss(self, batch: TaggingBatch) -> Tensor:

@@ -144,7 +144,7 @@ class AttentionClassifier(nn.Module):
 
     def forward(self, batch: TextBatch) -> tuple[Tensor, Tensor | None]:
         """Class scores ``(B, C)`` and attention weights ``(B, T)`` (None without attention)."""
-        out = self.encoder(self.embedder(batch.words), batch.lengths)
+        out = self.encoder(self.embedder(batch.words), batch.lengths, batch.mask)
         return self.head(out.pooled), out.attention
 
     def loss(self, batch: TextBatch) -> Tensor:
