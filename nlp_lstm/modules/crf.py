@@ -43,17 +43,18 @@ class _LogPartition(torch.autograd.Function):
         emit_shifted = emissions + shift
         alphas = emissions.new_empty(steps, batch, tags)  # alpha_t - offset_t, max 0
         offsets = emissions.new_empty(steps, batch, 1)  # per-step maxima
+        alpha_t, offset_t, emit_t = alphas.unbind(0), offsets.unbind(0), emit_shifted.unbind(0)
         first = start + emissions[0]
-        torch.amax(first, -1, keepdim=True, out=offsets[0])
-        torch.sub(first, offsets[0], out=alphas[0])
+        torch.amax(first, -1, keepdim=True, out=offset_t[0])
+        torch.sub(first, offset_t[0], out=alpha_t[0])
         probs = emissions.new_empty(batch, tags)
         scores = emissions.new_empty(batch, tags)
         for t in range(1, steps):  # six small kernels a step, no allocations
-            torch.exp(alphas[t - 1], out=probs)
+            torch.exp(alpha_t[t - 1], out=probs)
             torch.mm(probs, exp_trans, out=scores)
-            scores.log_().add_(emit_shifted[t])
-            torch.amax(scores, -1, keepdim=True, out=offsets[t])
-            torch.sub(scores, offsets[t], out=alphas[t])
+            scores.log_().add_(emit_t[t])
+            torch.amax(scores, -1, keepdim=True, out=offset_t[t])
+            torch.sub(scores, offset_t[t], out=alpha_t[t])
         cumulative = offsets.squeeze(-1).double().cumsum(0)  # (T, B): alpha = alphas + cumulative
         at_last = last.view(1, batch, 1).expand(1, batch, tags)
         final = alphas.gather(0, at_last).squeeze(0) + end
@@ -74,15 +75,21 @@ class _LogPartition(torch.autograd.Function):
 
         betas = emissions.new_empty(steps, batch, tags)  # beta_t - offset_t
         tops = emissions.new_zeros(steps, batch, 1)
-        betas[steps - 1] = end_row
+        beta_t, top_t, emit_t, last_t = (
+            betas.unbind(0),
+            tops.unbind(0),
+            emissions.unbind(0),
+            is_last.unbind(0),
+        )
+        beta_t[steps - 1].copy_(end_row)
         following = emissions.new_empty(batch, tags)
         scores = emissions.new_empty(batch, tags)
         for t in range(steps - 2, -1, -1):
-            torch.add(betas[t + 1], emissions[t + 1], out=following)
-            torch.amax(following, -1, keepdim=True, out=tops[t])
-            following.sub_(tops[t]).exp_()
+            torch.add(beta_t[t + 1], emit_t[t + 1], out=following)
+            torch.amax(following, -1, keepdim=True, out=top_t[t])
+            following.sub_(top_t[t]).exp_()
             torch.mm(following, exp_trans_t, out=scores)
-            torch.where(is_last[t], end_row, scores.log_(), out=betas[t])
+            torch.where(last_t[t], end_row, scores.log_(), out=beta_t[t])
         # beta_t = betas_t + sum of (top + shift) over t <= u < last: reverse cumsum in float64
         step_offsets = (tops.squeeze(-1).double() + shift.double()).masked_fill(
             ~valid.squeeze(-1) | is_last.squeeze(-1), 0.0
@@ -101,17 +108,17 @@ class _LogPartition(torch.autograd.Function):
             .sum(0)
         )
         if steps > 1:
-            pair_shift = (cumulative[:-1] + beta_offsets[1:] - log_z).to(emissions.dtype)
-            pair = (
-                (
-                    alphas[:-1].unsqueeze(-1)
-                    + trans
-                    + (emissions[1:] + betas[1:] + pair_shift.unsqueeze(-1)).unsqueeze(-2)
-                )
-                .masked_fill_(~valid[1:].unsqueeze(-1), float("-inf"))
-                .exp_()
-            )  # P(y_{t-1}=i, y_t=j)
-            grad_trans = (pair * weight.unsqueeze(-1)).sum((0, 1))
+            # P(y_{t-1}=i, y_t=j) = exp(alphas[t-1, i]) * exp_trans[i, j] * exp(e_t[j] + betas_t[j]
+            # + offsets - log Z): summed over t and the batch this is one (K x N) @ (N x K)
+            # matmul, done in float64 so the right-hand factor cannot overflow
+            pair_shift = cumulative[:-1] + beta_offsets[1:] + shift.double() - log_z
+            log_right = (
+                (emissions[1:] + betas[1:]).double() + pair_shift.unsqueeze(-1)
+            ).masked_fill_(~valid[1:], float("-inf"))
+            right = log_right.clamp_max_(700.0).exp_().mul_(grad_log_z.double().view(1, batch, 1))
+            left = alphas[:-1].to(torch.float64, copy=True).exp_()
+            counts = left.reshape(-1, tags).t() @ right.reshape(-1, tags)
+            grad_trans = (counts * (trans - shift).double().exp()).to(trans.dtype)
         else:
             grad_trans = torch.zeros_like(trans)
         return grad_emissions, grad_start, grad_end, grad_trans, None
@@ -313,29 +320,39 @@ def _viterbi(
 ) -> tuple[Tensor, Tensor]:
     """Batched Viterbi, time-first. Returns best paths (T, B), 0 past each end, and scores.
 
-    Three kernels a step forward (broadcast add, max with argmax, add emissions), written
-    into preallocated buffers; the backtrace is one ``gather`` a step, because backpointers
-    past a sequence's end are set to the identity, carrying its best last tag back to it.
+    The batch is the innermost (contiguous) axis, so each step is three vectorised kernels
+    over ``(K, K, B)`` / ``(K, B)``: broadcast add, max over the previous tag, add emissions.
+    Only the best scores are kept; the backtrace recomputes the argmax for the one chosen
+    tag of each sequence, a ``(K, B)`` problem, instead of storing ``(T, K, B)``
+    backpointers (the same arithmetic, so the same path).
     """
     steps, batch, tags = emissions.shape
     device = emissions.device
-    scores = emissions.new_empty(steps, batch, tags)
-    backpointers = torch.empty(steps, batch, tags, dtype=torch.long, device=device)
-    candidates = emissions.new_empty(batch, tags, tags)
-    best = emissions.new_empty(batch, tags)
-    torch.add(start, emissions[0], out=scores[0])
+    emit_t = emissions.permute(0, 2, 1).contiguous().unbind(0)  # (K, B) a step
+    scores = emissions.new_empty(steps, tags, batch)
+    score_t = scores.unbind(0)
+    candidates = emissions.new_empty(tags, tags, batch)
+    trans_b = trans.unsqueeze(2)  # (from, to, 1)
+    torch.add(start.unsqueeze(1), emit_t[0], out=score_t[0])
     for t in range(1, steps):
-        torch.add(scores[t - 1].unsqueeze(2), trans, out=candidates)
-        torch.max(candidates, 1, out=(best, backpointers[t]))
-        torch.add(best, emissions[t], out=scores[t])
-    final = scores.gather(0, last.view(1, batch, 1).expand(1, batch, tags)).squeeze(0) + end
-    path_score, best_last = final.max(-1)
+        torch.add(score_t[t - 1].unsqueeze(1), trans_b, out=candidates)
+        torch.amax(candidates, 0, out=score_t[t])
+        score_t[t].add_(emit_t[t])
+    final = scores.gather(0, last.view(1, 1, batch).expand(1, tags, batch)).squeeze(
+        0
+    ) + end.unsqueeze(1)
+    path_score, best_last = final.max(0)
 
     active = torch.arange(steps, device=device).unsqueeze(1) <= last.unsqueeze(0)  # (T, B)
-    identity = torch.arange(tags, device=device).expand(batch, tags)
-    backpointers = torch.where(active.unsqueeze(-1), backpointers, identity)
-    paths = torch.empty(steps, batch, 1, dtype=torch.long, device=device)
-    paths[steps - 1] = best_last.unsqueeze(1)
+    active_t = active.unbind(0)
+    paths = torch.empty(steps, batch, dtype=torch.long, device=device)
+    path_t = paths.unbind(0)
+    column = emissions.new_empty(tags, batch)
+    current = best_last
     for t in range(steps - 1, 0, -1):
-        torch.gather(backpointers[t], 1, paths[t], out=paths[t - 1])
-    return paths.squeeze(-1).masked_fill_(~active, 0), path_score
+        path_t[t].copy_(current)
+        torch.add(score_t[t - 1], trans.index_select(1, current), out=column)
+        # max(0) rather than argmax(0): the same index, and much faster on the CPU
+        current = torch.where(active_t[t], column.max(0)[1], best_last)
+    path_t[0].copy_(current)
+    return paths.masked_fill_(~active, 0), path_score
