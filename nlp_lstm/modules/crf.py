@@ -7,8 +7,8 @@ pytorch-crf, so its state dicts load here. On top of that:
   small matmul a time step, in log space with a per-step max shift) and its gradient is
   computed by hand from forward-backward marginals instead of autograd replaying every
   step; the gold-path score is a handful of vectorised gathers;
-* Viterbi keeps its backpointers on the device and backtraces with ``gather``, so no
-  per-sentence Python loop;
+* Viterbi runs over the whole batch on the device, backtrace included: no per-sentence
+  Python loop and no host round trip until ``decode`` turns paths into lists;
 * optional transition constraints (for example "no O -> I-PER") are applied as -inf
   scores in training and decoding, so decoded paths are always valid;
 * ``viterbi`` returns padded tensors (tags and path scores) instead of lists.

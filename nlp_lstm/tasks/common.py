@@ -6,10 +6,13 @@ import json
 import logging
 import sys
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig
+from torch import nn
+from torch.utils.data import DataLoader
 
 from nlp_lstm.config import plain, to_dataclass
 from nlp_lstm.data.errors import DataError, UserError
@@ -17,9 +20,46 @@ from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.modules.embeddings import TokenEmbedder
 from nlp_lstm.train.checkpoint import load_checkpoint
-from nlp_lstm.train.trainer import Trainer, TrainerConfig
+from nlp_lstm.train.trainer import Evaluate, Trainer, TrainerConfig, seed_everything
 
 log = logging.getLogger(__name__)
+D = TypeVar("D")
+M = TypeVar("M")
+
+
+@dataclass
+class TrainingRun:
+    """What a task's ``setup`` builds from the config and hands to the Trainer."""
+
+    model: nn.Module
+    train_loader: DataLoader
+    dev_loader: DataLoader
+    evaluate: Evaluate
+    meta: dict[str, Any]  # saved in checkpoints: task, config, vocabularies
+    trainer: Trainer
+
+    def fit(self) -> dict[str, Any]:
+        """Train; returns the best dev metrics, with the best weights left in the model."""
+        best = self.trainer.fit(
+            self.model, self.train_loader, self.dev_loader, self.evaluate, self.meta
+        )
+        monitor = self.trainer.monitor
+        log.info(
+            "best dev %s %.2f (epoch %d)", monitor, best[monitor], self.trainer.state.best_epoch
+        )
+        return best
+
+
+def task_configs(
+    cfg: DictConfig, run_dir: Path | None, data_class: type[D], model_class: type[M]
+) -> tuple[D, M, EmbeddingsConfig, Trainer]:
+    """A task's typed ``data``, ``model`` and ``embeddings`` configs and its Trainer, with
+    every random generator seeded from ``trainer.seed``."""
+    data = to_dataclass(data_class, cfg.data, "data")
+    model = to_dataclass(model_class, cfg.model, "model")
+    trainer = make_trainer(cfg, run_dir)
+    seed_everything(trainer.config.seed)
+    return data, model, embeddings_config(cfg), trainer
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path | None) -> Trainer:

@@ -36,18 +36,18 @@ from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import CRFImpl, TaggingHead
 from nlp_lstm.tasks.common import (
+    TrainingRun,
     checkpoint_for,
     config_snapshot,
-    embeddings_config,
     extend_with_pretrained,
     input_lines_path,
     make_trainer,
     output_stream,
     report,
     require_file,
+    task_configs,
 )
 from nlp_lstm.train.metrics import entity_scores, per_type_table
-from nlp_lstm.train.trainer import Evaluate, Trainer, seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -259,25 +259,9 @@ def _gold_iob2(sentences: list[Sentence]) -> list[list[str]]:
     return [to_iob2(s.tags, scheme) for s in sentences]
 
 
-@dataclass
-class NERSetup:
-    """Everything a training run needs, built from the config."""
-
-    model: BiLSTMCRFTagger
-    train_loader: DataLoader
-    dev_loader: DataLoader
-    evaluate: Evaluate
-    meta: dict
-    trainer: Trainer
-
-
-def setup(cfg: DictConfig, run_dir: Path | None) -> NERSetup:
+def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
     """Read the corpus, build vocabularies, vectors, loaders and the model."""
-    data = _data_config(cfg)
-    model_cfg = to_dataclass(NERModelConfig, cfg.model, "model")
-    emb_cfg = embeddings_config(cfg)
-    trainer = make_trainer(cfg, run_dir)
-    seed_everything(trainer.config.seed)
+    data, model_cfg, emb_cfg, trainer = task_configs(cfg, run_dir, NERDataConfig, NERModelConfig)
 
     train_path = require_file(data.train, "training file (data.train)", CORPUS_HINT)
     dev_path = require_file(data.dev, "dev file (data.dev)", CORPUS_HINT)
@@ -314,7 +298,7 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> NERSetup:
         model_cfg, vectors, emb_cfg.freeze, len(chars), tag_vocab.itos, data.tag_scheme
     )
     log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
-    return NERSetup(
+    return TrainingRun(
         model=model,
         train_loader=make_loader(
             train_collator, trainer.config.batch_size, shuffle=True, seed=trainer.config.seed
@@ -335,10 +319,7 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> NERSetup:
 
 def train(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=train``: fit on data.train, select on data.dev, write the run folder."""
-    run = setup(cfg, run_dir)
-    best = run.trainer.fit(run.model, run.train_loader, run.dev_loader, run.evaluate, run.meta)
-    log.info("best dev F1 %.2f (epoch %d)", best["f1"], run.trainer.state.best_epoch)
-    report(best, run_dir / "metrics.json")
+    report(setup(cfg, run_dir).fit(), run_dir / "metrics.json")
 
 
 # ---------------------------------------------------------------------------- inference

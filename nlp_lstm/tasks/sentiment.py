@@ -28,19 +28,20 @@ from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import ClassifierHead
 from nlp_lstm.modules.pooling import PoolingKind
 from nlp_lstm.tasks.common import (
+    TrainingRun,
     checkpoint_for,
     config_snapshot,
-    embeddings_config,
     extend_with_pretrained,
     input_lines_path,
     make_trainer,
     output_stream,
     report,
     require_file,
+    task_configs,
 )
 from nlp_lstm.train.metrics import classification_scores
 from nlp_lstm.train.plots import plot_confusion
-from nlp_lstm.train.trainer import Evaluate, Trainer, seed_everything
+from nlp_lstm.train.trainer import Evaluate
 
 log = logging.getLogger(__name__)
 
@@ -227,26 +228,11 @@ def _sorted_labels(values: set[str]) -> list[str]:
     return sorted(values, key=int) if numeric else sorted(values)
 
 
-@dataclass
-class SentimentSetup:
-    """Everything a training run needs, built from the config."""
-
-    model: AttentionClassifier
-    train_loader: DataLoader
-    dev_loader: DataLoader
-    evaluate: Evaluate
-    meta: dict
-    trainer: Trainer
-    label_names: list[str]
-
-
-def setup(cfg: DictConfig, run_dir: Path | None) -> SentimentSetup:
+def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
     """Read the tables, build vocabulary, label set, vectors, loaders and the model."""
-    data = _data_config(cfg)
-    model_cfg = to_dataclass(SentimentModelConfig, cfg.model, "model")
-    emb_cfg = embeddings_config(cfg)
-    trainer = make_trainer(cfg, run_dir)
-    seed_everything(trainer.config.seed)
+    data, model_cfg, emb_cfg, trainer = task_configs(
+        cfg, run_dir, SentimentDataConfig, SentimentModelConfig
+    )
 
     train_texts = read_split(data, "train")
     dev_texts = read_split(data, "dev")
@@ -280,7 +266,7 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> SentimentSetup:
     model = AttentionClassifier(model_cfg, vectors, emb_cfg.freeze, len(labels))
     log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
     config = trainer.config
-    return SentimentSetup(
+    return TrainingRun(
         model=model,
         train_loader=bucketed_loader(
             train_collator,
@@ -300,17 +286,15 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> SentimentSetup:
             "labels": labels.to_list(),
         },
         trainer=trainer,
-        label_names=labels.itos,
     )
 
 
 def train(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=train``: fit on data.train, select on dev accuracy, write the run folder."""
     run = setup(cfg, run_dir)
-    best = run.trainer.fit(run.model, run.train_loader, run.dev_loader, run.evaluate, run.meta)
-    log.info("best dev accuracy %.2f (epoch %d)", best["accuracy"], run.trainer.state.best_epoch)
+    best = run.fit()
     plot_confusion(
-        best["confusion"], run.label_names, run_dir / "confusion.png", "dev (best epoch)"
+        best["confusion"], run.meta["labels"], run_dir / "confusion.png", "dev (best epoch)"
     )
     report({k: best[k] for k in REPORTED}, run_dir / "metrics.json")
 
