@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import time
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +26,6 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlp_lstm import CRF
-
-warnings.filterwarnings("ignore", message=".*uint8 condition.*")  # pytorch-crf's own deprecation
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 5) -> float:

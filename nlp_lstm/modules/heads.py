@@ -59,7 +59,7 @@ class TaggingHead(nn.Module):
             return (token_loss * mask).sum() / mask.shape[0]
         if isinstance(self.crf, CRF):
             return -self.crf(emissions, tags, mask, reduction="mean")
-        return -self.crf(emissions.float(), tags, mask.to(torch.uint8), reduction="mean")
+        return -self.crf(emissions.float(), tags, mask, reduction="mean")
 
     def decode(self, states: Tensor, mask: Tensor) -> Tensor:
         """Best tag ids ``(B, T)`` (0 at padding)."""
@@ -68,7 +68,7 @@ class TaggingHead(nn.Module):
             return emissions.argmax(-1).masked_fill(~mask, 0)
         if isinstance(self.crf, CRF):
             return self.crf.viterbi(emissions, mask)[0]
-        paths = self.crf.decode(emissions.float(), mask.to(torch.uint8))
+        paths = self.crf.decode(emissions.float(), mask)
         out = torch.zeros(mask.shape, dtype=torch.long)
         for row, path in enumerate(paths):
             out[row, : len(path)] = torch.tensor(path)
