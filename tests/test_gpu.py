@@ -40,3 +40,25 @@ def test_training_on_cuda(tmp_path, precision):
     trainer.fit(model, loader, loader, evaluate)
     losses = [row["train_loss"] for row in trainer.state.history]
     assert losses[-1] < losses[0]
+
+
+def test_training_step_never_waits_for_the_device(tmp_path):
+    """One full step (forward, CRF loss, backward, clip, fused Adam) on a batch the Trainer
+    moved (pinned, non-blocking), with CUDA's sync debug mode set to error: any .item(),
+    .cpu(), blocking copy or other host sync raises."""
+    model, collator, _ = toy(n=64)
+    model.cuda()
+    trainer = Trainer(quiet(device="cuda", optimizer="adam"), tmp_path)
+    optimizer = trainer._optimizer(model)
+    batch = next(trainer.batches(make_loader(collator, 16, shuffle=True)))
+    for _ in range(2):  # the second step runs with warm caches
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            loss = model.loss(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=True)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")

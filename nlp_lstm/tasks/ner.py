@@ -133,7 +133,8 @@ class TaggingCollator:
         return ids
 
     def __call__(self, indices: list[int]) -> TaggingBatch:
-        lengths = torch.tensor([len(self.sentences[i]) for i in indices])
+        indices = sorted(indices, key=lambda i: -self.lengths[i])  # longest first: cheap packing
+        lengths = torch.tensor([self.lengths[i] for i in indices])
         width = int(lengths.max())
         unique: dict[str, int] = {}
         char_rows: list[list[int]] = [[]]

@@ -104,6 +104,7 @@ class TextCollator:
         self.lengths = [len(s) for s in sentences]
 
     def __call__(self, indices: list[int]) -> TextBatch:
+        indices = sorted(indices, key=lambda i: -self.lengths[i])  # longest first: cheap packing
         lengths = torch.tensor([self.lengths[i] for i in indices])
         width = int(lengths.max())
         return TextBatch(
