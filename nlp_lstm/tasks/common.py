@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader
@@ -60,6 +61,23 @@ def task_configs(
     trainer = make_trainer(cfg, run_dir)
     seed_everything(trainer.config.seed)
     return data, model, embeddings_config(cfg), trainer
+
+
+def saved_configs(
+    payload: dict[str, Any], data_class: type[D], model_class: type[M]
+) -> tuple[D, M, EmbeddingsConfig, Vocab, torch.Tensor]:
+    """From a checkpoint: its typed ``data``, ``model`` and ``embeddings`` configs, its word
+    vocabulary and a zero word matrix of the trained shape (``load_state_dict`` fills it)."""
+    config = payload["meta"]["config"]
+    words = Vocab.from_list(payload["meta"]["words"])
+    placeholder = torch.zeros(len(words), payload["model"]["embedder.words.weight"].shape[1])
+    return (
+        to_dataclass(data_class, config["data"], "data"),
+        to_dataclass(model_class, config["model"], "model"),
+        to_dataclass(EmbeddingsConfig, config["embeddings"], "embeddings"),
+        words,
+        placeholder,
+    )
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path | None) -> Trainer:

@@ -45,6 +45,7 @@ from nlp_lstm.tasks.common import (
     output_stream,
     report,
     require_file,
+    saved_configs,
     task_configs,
 )
 from nlp_lstm.train.metrics import entity_scores, per_type_table
@@ -349,20 +350,17 @@ class LoadedTagger:
 
 def load_tagger(payload: dict) -> LoadedTagger:
     """Rebuild the tagger of a checkpoint without any training data."""
+    data, model_cfg, emb_cfg, words, placeholder = saved_configs(
+        payload, NERDataConfig, NERModelConfig
+    )
     meta = payload["meta"]
-    config = meta["config"]
-    model_cfg = to_dataclass(NERModelConfig, config["model"], "model")
-    emb_cfg = to_dataclass(EmbeddingsConfig, config["embeddings"], "embeddings")
-    words = Vocab.from_list(meta["words"])
     chars = Vocab.from_list(meta["chars"])
     tags = Vocab.from_list(meta["tags"], specials=())
-    placeholder = torch.zeros(len(words), payload["model"]["embedder.words.weight"].shape[1])
     model = BiLSTMCRFTagger(
         model_cfg, placeholder, emb_cfg.freeze, len(chars), tags.itos, meta["scheme"]
     )
     model.load_state_dict(payload["model"])
-    extend = bool(config.get("data", {}).get("extend_vocab", True))
-    return LoadedTagger(model, words, chars, tags, meta["scheme"], emb_cfg, extend)
+    return LoadedTagger(model, words, chars, tags, meta["scheme"], emb_cfg, data.extend_vocab)
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:

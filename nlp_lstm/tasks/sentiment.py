@@ -37,6 +37,7 @@ from nlp_lstm.tasks.common import (
     output_stream,
     report,
     require_file,
+    saved_configs,
     task_configs,
 )
 from nlp_lstm.train.metrics import classification_scores
@@ -323,14 +324,10 @@ class LoadedClassifier:
 
 def load_classifier(payload: dict) -> LoadedClassifier:
     """Rebuild the classifier of a checkpoint without any training data."""
-    meta = payload["meta"]
-    config = meta["config"]
-    model_cfg = to_dataclass(SentimentModelConfig, config["model"], "model")
-    emb_cfg = to_dataclass(EmbeddingsConfig, config["embeddings"], "embeddings")
-    data = to_dataclass(SentimentDataConfig, config["data"], "data")
-    words = Vocab.from_list(meta["words"])
-    labels = Vocab.from_list(meta["labels"], specials=())
-    placeholder = torch.zeros(len(words), payload["model"]["embedder.words.weight"].shape[1])
+    data, model_cfg, emb_cfg, words, placeholder = saved_configs(
+        payload, SentimentDataConfig, SentimentModelConfig
+    )
+    labels = Vocab.from_list(payload["meta"]["labels"], specials=())
     model = AttentionClassifier(model_cfg, placeholder, emb_cfg.freeze, len(labels))
     model.load_state_dict(payload["model"])
     return LoadedClassifier(model, words, labels, data, emb_cfg)
