@@ -67,7 +67,8 @@ class _LogPartition(torch.autograd.Function):
         emissions, start, end, trans, last, alphas, cumulative, log_z = ctx.saved_tensors
         steps, batch, tags = emissions.shape
         shift = trans.max()
-        exp_trans_t = (trans - shift).exp().t().contiguous()
+        exp_trans = (trans - shift).exp()
+        exp_trans_t = exp_trans.t().contiguous()
         positions = torch.arange(steps, device=emissions.device).unsqueeze(1)
         is_last = (positions == last.unsqueeze(0)).unsqueeze(-1)  # (T, B, 1)
         valid = (positions <= last.unsqueeze(0)).unsqueeze(-1)
@@ -118,7 +119,7 @@ class _LogPartition(torch.autograd.Function):
             right = log_right.clamp_max_(700.0).exp_().mul_(grad_log_z.double().view(1, batch, 1))
             left = alphas[:-1].to(torch.float64, copy=True).exp_()
             counts = left.reshape(-1, tags).t() @ right.reshape(-1, tags)
-            grad_trans = (counts * (trans - shift).double().exp()).to(trans.dtype)
+            grad_trans = (counts * exp_trans.double()).to(trans.dtype)
         else:
             grad_trans = torch.zeros_like(trans)
         return grad_emissions, grad_start, grad_end, grad_trans, None

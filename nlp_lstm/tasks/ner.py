@@ -391,9 +391,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> None:
     tokens = [s.tokens for s in sentences]
     trainer = make_trainer(cfg, None)
     loader = tagger.loader(tokens, trainer.config.eval_batch_size)
-    decoded = trainer.evaluate(
-        tagger.model, loader, lambda m, b: {"paths": decode_all(m, b, len(tokens))}
-    )["paths"]
+    decoded = trainer.evaluate(tagger.model, loader, lambda m, b: decode_all(m, b, len(tokens)))
     with output_stream(cfg) as out:
         for sentence, path_ids in zip(tokens, decoded, strict=True):
             for token, tag in zip(

@@ -364,10 +364,9 @@ def predict(cfg: DictConfig, run_dir: Path, top_words: int = 3) -> None:
     ]
     trainer = make_trainer(cfg, None)
     loader = classifier.loader(tokens, trainer.config.eval_batch_size)
-    outputs = trainer.evaluate(
-        classifier.model, loader, lambda m, b: {"all": classify_all(m, b, len(tokens))}
+    predicted, probabilities, attention = trainer.evaluate(
+        classifier.model, loader, lambda m, b: classify_all(m, b, len(tokens))
     )
-    predicted, probabilities, attention = outputs["all"]
     with output_stream(cfg) as out:
         for (_, text), label, probs, weights, words in zip(
             lines, predicted, probabilities, attention, tokens, strict=True

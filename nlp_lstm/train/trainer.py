@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ from nlp_lstm.train.plots import plot_curves
 log = logging.getLogger(__name__)
 
 Evaluate = Callable[[nn.Module, Iterable[Any]], dict[str, Any]]
+T = TypeVar("T")
 
 
 @dataclass
@@ -143,8 +144,14 @@ class Trainer:
             yield move_batch(pin_batch(batch) if cuda else batch, self.device)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader: DataLoader, evaluate: Evaluate) -> dict[str, Any]:
-        """Run ``evaluate`` over ``loader`` in eval mode, under no_grad and autocast."""
+    def evaluate(
+        self,
+        model: nn.Module,
+        loader: DataLoader,
+        evaluate: Callable[[nn.Module, Iterable[Any]], T],
+    ) -> T:
+        """Run ``evaluate(model, batches)`` over ``loader`` in eval mode, under no_grad and
+        autocast, and return its result (metrics, or predictions for inference modes)."""
         model.to(self.device)
         was_training = model.training
         model.eval()
