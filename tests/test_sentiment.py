@@ -87,7 +87,7 @@ def test_bad_jsonl_line(tmp_path):
 
 def test_tiny_model_learns_a_separable_task(tmp_path):
     from nlp_lstm.data.batching import bucketed_loader
-    from nlp_lstm.data.vectors import random_rows
+    from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
     from nlp_lstm.data.vocab import Vocab
     from nlp_lstm.tasks.sentiment import (
         AttentionClassifier,
@@ -103,7 +103,10 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
     words = Vocab(sorted({w for s in sentences for w in s}))
     seed_everything(0)
     model = AttentionClassifier(
-        SentimentModelConfig(hidden_size=16, dropout=0.1), random_rows(len(words), 16), False, 2
+        SentimentModelConfig(hidden_size=16, dropout=0.1),
+        random_rows(len(words), 16),
+        EmbeddingsConfig(),
+        2,
     )
     collator = TextCollator(sentences, labels, words)
     loader = bucketed_loader(collator, collator.lengths, 16, shuffle=True)

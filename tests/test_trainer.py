@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from nlp_lstm.data.vectors import random_rows
+from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
 from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.modules.embeddings import TokenEmbedder
 from nlp_lstm.tasks.ner import (
     BiLSTMCRFTagger,
     NERModelConfig,
@@ -16,7 +17,7 @@ from nlp_lstm.tasks.ner import (
     make_loader,
 )
 from nlp_lstm.train.checkpoint import atomic_save, load_checkpoint
-from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
+from nlp_lstm.train.trainer import Trainer, TrainerConfig, parameter_groups, seed_everything
 from tests.conftest import toy_ner_sentences
 
 
@@ -33,7 +34,7 @@ def toy(n=64, dropout=0.0, seed=0):
         hidden_size=16, char_dim=8, char_hidden=8, dropout=dropout, word_dropout=0.0
     )
     model = BiLSTMCRFTagger(
-        config, random_rows(len(words), 12), False, len(chars), tags.itos, "iob2"
+        config, random_rows(len(words), 12), EmbeddingsConfig(), len(chars), tags.itos, "iob2"
     )
     return model, collator, make_evaluate(gold, tags, "iob2")
 
@@ -194,3 +195,35 @@ def test_bad_trainer_settings(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="cuda"):
             Trainer(quiet(device="cuda"), tmp_path)
+
+
+def test_lr_scale_moves_the_word_matrix_alone():
+    """``lr_scale`` on the embedder gives its word matrix its own optimizer group; one SGD
+    step then moves it by exactly ``lr_scale`` times what the same gradient moves at lr."""
+    seed_everything(0)
+    embedder = TokenEmbedder(
+        torch.randn(20, 4),
+        num_chars=9,
+        char="cnn",
+        char_dim=3,
+        char_hidden=5,
+        dropout=0.0,
+        lr_scale=3.0,
+    )
+    groups = parameter_groups(embedder, 0.1)
+    assert [g["lr"] for g in groups] == [0.1, pytest.approx(0.3)]
+    assert groups[1]["params"] == [embedder.words.weight]
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in embedder.chars.parameters()}
+    # the scale survives growing the vocabulary, and unscaled models get one group
+    embedder.extend_vocab(torch.zeros(2, 4))
+    assert parameter_groups(embedder, 0.1)[1]["params"] == [embedder.words.weight]
+    assert len(parameter_groups(TokenEmbedder(torch.randn(5, 4), char="none"), 0.1)) == 1
+
+    before = embedder.words.weight.detach().clone()
+    optimizer = torch.optim.SGD(parameter_groups(embedder, 0.1))
+    words = torch.tensor([[3, 4]])
+    chars = torch.tensor([[0, 0], [1, 2], [3, 4]])
+    embedder(words, chars, torch.tensor([[1, 2]])).sum().backward()
+    grad = embedder.words.weight.grad.clone()
+    optimizer.step()
+    assert torch.allclose(embedder.words.weight - before, -0.3 * grad)

@@ -40,6 +40,7 @@ class EmbeddingsConfig:
     path: str | None = None
     dim: int = 50
     freeze: bool = False
+    lr_scale: float = 1.0  # the word matrix trains at trainer.lr times this
     cache_dir: str | None = "~/.cache/nlp_lstm"
 
 

@@ -68,6 +68,8 @@ class TokenEmbedder(nn.Module):
     Args:
         vectors: ``(V, D)`` initial word matrix (row 0 padding, row 1 unknown).
         freeze: keep the word matrix fixed.
+        lr_scale: the word matrix trains at the optimizer's learning rate times this
+            (the Trainer reads ``lr_scale`` off submodules; see ``parameter_groups``).
         num_chars: size of the char vocabulary (0 or ``char="none"`` for no char features).
         char: ``cnn``, ``lstm`` or ``none``.
         char_dim / char_hidden / char_kernel: char embedding size, CNN filters (or LSTM
@@ -89,9 +91,11 @@ class TokenEmbedder(nn.Module):
         dropout: float = 0.5,
         word_dropout: float = 0.0,
         unk_id: int = 1,
+        lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.words = nn.Embedding.from_pretrained(vectors.float(), freeze=freeze, padding_idx=0)
+        self.words.lr_scale = lr_scale
         self.chars: nn.Module | None = None
         if char == "cnn" and num_chars:
             self.chars = CharCNN(num_chars, char_dim, char_hidden, char_kernel)
@@ -130,6 +134,8 @@ class TokenEmbedder(nn.Module):
             return
         weight = self.words.weight
         grown = torch.cat([weight.data, rows.to(weight.device, weight.dtype)], dim=0)
+        lr_scale = self.words.lr_scale
         self.words = nn.Embedding.from_pretrained(
             grown, freeze=not weight.requires_grad, padding_idx=0
         )
+        self.words.lr_scale = lr_scale

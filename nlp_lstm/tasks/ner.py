@@ -179,7 +179,7 @@ class BiLSTMCRFTagger(nn.Module):
         self,
         config: NERModelConfig,
         vectors: Tensor,
-        freeze: bool,
+        embeddings: EmbeddingsConfig,
         num_chars: int,
         tags: list[str],
         scheme: str,
@@ -187,7 +187,8 @@ class BiLSTMCRFTagger(nn.Module):
         super().__init__()
         self.embedder = TokenEmbedder(
             vectors,
-            freeze=freeze,
+            freeze=embeddings.freeze,
+            lr_scale=embeddings.lr_scale,
             num_chars=num_chars,
             char=config.char,
             char_dim=config.char_dim,
@@ -297,7 +298,7 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
     train_collator = TaggingCollator([s.tokens for s in train_sents], train_ids, words, chars)
     dev_collator = TaggingCollator([s.tokens for s in dev_sents], None, words, chars)
     model = BiLSTMCRFTagger(
-        model_cfg, vectors, emb_cfg.freeze, len(chars), tag_vocab.itos, data.tag_scheme
+        model_cfg, vectors, emb_cfg, len(chars), tag_vocab.itos, data.tag_scheme
     )
     log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
     return TrainingRun(
@@ -356,9 +357,7 @@ def load_tagger(payload: dict) -> LoadedTagger:
     meta = payload["meta"]
     chars = Vocab.from_list(meta["chars"])
     tags = Vocab.from_list(meta["tags"], specials=())
-    model = BiLSTMCRFTagger(
-        model_cfg, placeholder, emb_cfg.freeze, len(chars), tags.itos, meta["scheme"]
-    )
+    model = BiLSTMCRFTagger(model_cfg, placeholder, emb_cfg, len(chars), tags.itos, meta["scheme"])
     model.load_state_dict(payload["model"])
     return LoadedTagger(model, words, chars, tags, meta["scheme"], emb_cfg, data.extend_vocab)
 

@@ -123,12 +123,17 @@ class AttentionClassifier(nn.Module):
     """TokenEmbedder -> BiLSTMEncoder with pooling -> ClassifierHead."""
 
     def __init__(
-        self, config: SentimentModelConfig, vectors: Tensor, freeze: bool, num_classes: int
+        self,
+        config: SentimentModelConfig,
+        vectors: Tensor,
+        embeddings: EmbeddingsConfig,
+        num_classes: int,
     ) -> None:
         super().__init__()
         self.embedder = TokenEmbedder(
             vectors,
-            freeze=freeze,
+            freeze=embeddings.freeze,
+            lr_scale=embeddings.lr_scale,
             char="none",
             dropout=config.dropout,
             word_dropout=config.word_dropout,
@@ -265,7 +270,7 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
     train_collator = TextCollator(train_texts.tokens, label_ids(train_texts, labels), words)
     dev_gold = label_ids(dev_texts, labels)
     dev_collator = TextCollator(dev_texts.tokens, None, words)
-    model = AttentionClassifier(model_cfg, vectors, emb_cfg.freeze, len(labels))
+    model = AttentionClassifier(model_cfg, vectors, emb_cfg, len(labels))
     log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
     config = trainer.config
     return TrainingRun(
@@ -328,7 +333,7 @@ def load_classifier(payload: dict) -> LoadedClassifier:
         payload, SentimentDataConfig, SentimentModelConfig
     )
     labels = Vocab.from_list(payload["meta"]["labels"], specials=())
-    model = AttentionClassifier(model_cfg, placeholder, emb_cfg.freeze, len(labels))
+    model = AttentionClassifier(model_cfg, placeholder, emb_cfg, len(labels))
     model.load_state_dict(payload["model"])
     return LoadedClassifier(model, words, labels, data, emb_cfg)
 

@@ -170,7 +170,7 @@ class Trainer:
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         cfg = self.config
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = parameter_groups(model, cfg.lr)
         choices = {
             "sgd": (torch.optim.SGD, {"momentum": cfg.momentum}),
             "adam": (torch.optim.Adam, {}),
@@ -442,6 +442,25 @@ class Trainer:
             plot_curves(history, self.run_dir / "curves.png", self.monitor)
         except Exception as err:  # a plot must never stop training
             log.warning("could not draw curves.png: %s", err)
+
+
+def parameter_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
+    """Optimizer groups: every trainable parameter at ``lr``, except those held directly by
+    a submodule with an ``lr_scale`` attribute (e.g. the word matrix of a TokenEmbedder),
+    which train at ``lr * lr_scale``. Schedules then scale every group alike."""
+    scaled: dict[float, list[nn.Parameter]] = {}
+    claimed: set[int] = set()
+    for module in model.modules():
+        scale = getattr(module, "lr_scale", None)
+        if scale is None or float(scale) == 1.0:
+            continue
+        own = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        scaled.setdefault(float(scale), []).extend(own)
+        claimed.update(id(p) for p in own)
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in claimed]
+    groups = [{"params": rest, "lr": lr}]
+    groups += [{"params": ps, "lr": lr * scale} for scale, ps in scaled.items() if ps]
+    return groups
 
 
 def _progress(total: int, description: str, enabled: bool):
