@@ -27,8 +27,8 @@ class DataError(UserError):
         return f"{where}: {self.message}"
 
 
-def read_lines(path: str | Path, what: str = "file") -> list[str]:
-    """Read a UTF-8 text file as lines (no newline characters).
+def read_text(path: str | Path, what: str = "file") -> str:
+    """Read a UTF-8 text file whole (a byte-order mark is dropped).
 
     Raises DataError naming the file (and the line, for bad UTF-8) when it is missing,
     unreadable, not UTF-8 or empty.
@@ -49,7 +49,12 @@ def read_lines(path: str | Path, what: str = "file") -> list[str]:
         ) from None
     if not text.strip():
         raise DataError(path, None, f"{what} is empty")
-    lines = text.split("\n")
+    return text
+
+
+def read_lines(path: str | Path, what: str = "file") -> list[str]:
+    """Read a UTF-8 text file as lines (no newline characters); errors as :func:`read_text`."""
+    lines = read_text(path, what).split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line.rstrip("\r") for line in lines]

@@ -15,8 +15,9 @@ def _pyplot():
     return plt
 
 
-def plot_curves(history: Sequence[dict], path: str | Path, monitor: str) -> None:
-    """Train loss, the monitored dev metric and the learning rate against the epoch."""
+def plot_curves(history: Sequence[dict], path: str | Path, monitor: str, mode: str = "max") -> None:
+    """Train loss, the monitored dev metric (its best value marked; ``mode`` says whether
+    higher or lower is better) and the learning rate against the epoch."""
     if not history:
         return
     plt = _pyplot()
@@ -27,8 +28,10 @@ def plot_curves(history: Sequence[dict], path: str | Path, monitor: str) -> None
     key = f"dev_{monitor}"
     values = [row.get(key) for row in history]
     axes[1].plot(epochs, values, marker="o", ms=3, color="tab:green")
+    sign = 1.0 if mode == "max" else -1.0
     best = max(
-        range(len(values)), key=lambda i: values[i] if values[i] is not None else float("-inf")
+        range(len(values)),
+        key=lambda i: sign * values[i] if values[i] is not None else float("-inf"),
     )
     axes[1].annotate(
         f"{values[best]:.2f}",

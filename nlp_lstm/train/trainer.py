@@ -439,7 +439,7 @@ class Trainer:
             writer.writerows(history)
         tmp.replace(self.run_dir / "metrics.csv")
         try:
-            plot_curves(history, self.run_dir / "curves.png", self.monitor)
+            plot_curves(history, self.run_dir / "curves.png", self.monitor, self.mode)
         except Exception as err:  # a plot must never stop training
             log.warning("could not draw curves.png: %s", err)
 

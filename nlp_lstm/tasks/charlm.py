@@ -1,0 +1,344 @@
+"""Character-level language modelling: chars -> LSTM -> next-char scores; sampling.
+
+corpus (plain text) -> char vocab -> windows of next-char predictions -> CharLanguageModel
+(embedding -> LSTM -> linear) -> cross-entropy -> bits per character; mode=predict samples
+continuations of prompts with temperature / top-k / top-p.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from nlp_lstm.config import to_dataclass
+from nlp_lstm.data.batching import bucketed_loader
+from nlp_lstm.data.errors import ConfigError, DataError, UserError, read_lines, read_text
+from nlp_lstm.data.text import IGNORE, CharBatch, CharWindows, split_text
+from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.modules.encoder import CellKind
+from nlp_lstm.modules.sampling import sample_next
+from nlp_lstm.tasks.common import (
+    TrainingRun,
+    checkpoint_for,
+    config_snapshot,
+    input_lines_path,
+    make_trainer,
+    output_stream,
+    report,
+    require_file,
+    task_configs,
+)
+
+log = logging.getLogger(__name__)
+
+CORPUS_HINT = (
+    "Put tiny-shakespeare at <data.root>/tinyshakespeare/input.txt (set data.root=DIR or "
+    "NLP_LSTM_DATA=DIR) or name a UTF-8 text file with data.train=; see data/README.md"
+)
+REPORTED = ("bpc", "perplexity", "chars")
+
+
+@dataclass
+class CharLMDataConfig:
+    """The ``data`` group for character language modelling."""
+
+    root: str = "data"
+    train: str | None = None
+    dev: str | None = None  # None: the last dev_fraction of the training text
+    test: str | None = None
+    dev_fraction: float = 0.1
+    seq_len: int = 200  # predictions per window (the context a window starts without)
+
+
+@dataclass
+class CharLMModelConfig:
+    """The ``model`` group for character language modelling."""
+
+    embedding_dim: int = 64
+    hidden_size: int = 256
+    num_layers: int = 2
+    dropout: float = 0.2
+    cell: CellKind = "lstm"
+    tie_weights: bool = False  # share the input and output char matrices (needs equal sizes)
+
+
+@dataclass
+class SampleConfig:
+    """The ``sample`` section: how ``mode=predict`` continues prompts."""
+
+    prompt: str | None = None  # None: each line of input=FILE (or stdin) is a prompt
+    length: int = 500  # characters generated per prompt
+    temperature: float = 0.8  # 0 = greedy
+    top_k: int = 0  # 0 = no top-k cut
+    top_p: float = 1.0  # 1 = no nucleus cut
+    seed: int | None = None  # None: trainer.seed
+
+
+class CharLanguageModel(nn.Module):
+    """Char embedding -> (multi-layer) LSTM or GRU -> linear scores over the char vocabulary.
+
+    ``forward(inputs (B, T), state) -> (logits (B, T, V), state)``; the state carries over
+    between calls, which is how :meth:`generate` extends a prompt one char at a time.
+    """
+
+    def __init__(self, config: CharLMModelConfig, num_chars: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(num_chars, config.embedding_dim, padding_idx=0)
+        rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
+        self.rnn = rnn_class(
+            config.embedding_dim,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(config.hidden_size, num_chars)
+        if config.tie_weights:
+            if config.embedding_dim != config.hidden_size:
+                raise ConfigError(
+                    "model.tie_weights needs model.embedding_dim == model.hidden_size "
+                    f"({config.embedding_dim} != {config.hidden_size})"
+                )
+            self.output.weight = self.embedding.weight
+
+    def forward(self, inputs: Tensor, state=None) -> tuple[Tensor, object]:
+        states, state = self.rnn(self.dropout(self.embedding(inputs)), state)
+        return self.output(self.dropout(states)), state
+
+    def loss(self, batch: CharBatch) -> Tensor:
+        """Mean negative log-likelihood (nats) per predicted character."""
+        logits, _ = self(batch.inputs)
+        return F.cross_entropy(
+            logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: list[int],
+        length: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        banned: tuple[int, ...] = (0, 1),
+    ) -> list[int]:
+        """``length`` char ids continuing ``prompt`` (ids ``banned``, padding and unknown by
+        default, are never produced)."""
+        if not prompt:
+            raise ValueError("generate needs a prompt of at least one char")
+        device = self.output.weight.device
+        logits, state = self(torch.tensor([prompt], device=device))
+        out = []
+        for _ in range(length):
+            scores = logits[:, -1].float()
+            scores[:, list(banned)] = float("-inf")
+            next_id = sample_next(scores, temperature, top_k, top_p, generator)
+            out.append(next_id)
+            logits, state = self(next_id.unsqueeze(1), state)
+        return torch.cat(out).tolist() if out else []
+
+
+def evaluate(model: CharLanguageModel, batches) -> dict:
+    """Bits per character, perplexity and mean loss (nats) over every predicted char."""
+    total, count = None, 0
+    for batch in batches:
+        logits, _ = model(batch.inputs)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),
+            batch.targets.flatten(),
+            ignore_index=IGNORE,
+            reduction="sum",
+        )
+        total = loss if total is None else total + loss
+        count += int(batch.lengths.sum())
+    if total is None or count == 0:
+        raise ValueError("nothing to evaluate")
+    nats = float(total) / count
+    return {
+        "bpc": round(nats / math.log(2), 4),
+        "perplexity": round(math.exp(nats), 4),
+        "loss": round(nats, 4),
+        "chars": count,
+    }
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def encode_text(text: str, chars: Vocab, path: str | Path) -> list[int]:
+    """Char ids; chars unseen in training become the unknown id and are counted in the log."""
+    unseen = {c for c in set(text) if c not in chars}
+    if unseen:
+        count = sum(text.count(c) for c in unseen)
+        log.warning(
+            "%s: %d chars (%d kinds, e.g. %s) never seen in training are scored as unknown",
+            path,
+            count,
+            len(unseen),
+            ", ".join(repr(c) for c in sorted(unseen)[:5]),
+        )
+    return chars.encode(text)
+
+
+def read_corpus(data: CharLMDataConfig) -> tuple[str, str, str]:
+    """Training text, dev text and where the dev text came from."""
+    path = require_file(data.train, "train file (data.train)", CORPUS_HINT)
+    train_text = read_text(path, "train file")
+    if data.dev:
+        dev_path = require_file(data.dev, "dev file (data.dev)", CORPUS_HINT)
+        return train_text, read_text(dev_path, "dev file"), str(dev_path)
+    try:
+        train_text, dev_text = split_text(train_text, data.dev_fraction)
+    except ValueError as err:
+        raise ConfigError(f"data.dev_fraction: {err}") from None
+    if len(train_text) < 2 or len(dev_text) < 2:
+        raise DataError(path, None, "too short to split into train and dev text")
+    return train_text, dev_text, f"{path} (last {data.dev_fraction:.0%})"
+
+
+def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
+    """Read the text, build the char vocabulary, the windows and the model."""
+    data, model_cfg, _, trainer = task_configs(cfg, run_dir, CharLMDataConfig, CharLMModelConfig)
+    if data.seq_len < 1:
+        raise ConfigError(f"data.seq_len must be at least 1, got {data.seq_len}")
+    train_text, dev_text, dev_name = read_corpus(data)
+    chars = Vocab(sorted(set(train_text)))
+    train_windows = CharWindows(chars.encode(train_text), data.seq_len)
+    dev_windows = CharWindows(encode_text(dev_text, chars, dev_name), data.seq_len)
+    log.info(
+        "%s train chars, %s dev chars (%s); %d distinct chars; %d + %d windows of %d",
+        f"{len(train_text):,}",
+        f"{len(dev_text):,}",
+        dev_name,
+        len(chars) - 2,
+        len(train_windows),
+        len(dev_windows),
+        data.seq_len,
+    )
+    model = CharLanguageModel(model_cfg, len(chars))
+    log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
+    config = trainer.config
+    return TrainingRun(
+        model=model,
+        train_loader=bucketed_loader(
+            train_windows, train_windows.lengths, config.batch_size, shuffle=True, seed=config.seed
+        ),
+        dev_loader=bucketed_loader(
+            dev_windows, dev_windows.lengths, config.eval_batch_size, shuffle=False
+        ),
+        evaluate=evaluate,
+        meta={"task": "charlm", "config": config_snapshot(cfg), "chars": chars.to_list()},
+        trainer=trainer,
+    )
+
+
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=train``: fit on data.train, select on dev bits per character; a sample of
+    the best model goes to the run folder (``sample.txt``)."""
+    run = setup(cfg, run_dir)
+    best = run.fit()
+    report({k: best[k] for k in REPORTED}, run_dir / "metrics.json")
+    sample = _sample_config(cfg)
+    chars = Vocab.from_list(run.meta["chars"])
+    text = _continue(run.model, chars, "\n", sample, run.trainer)
+    (run_dir / "sample.txt").write_text(text + "\n", encoding="utf-8")
+    log.info("a %d-char sample of the best model is in %s", sample.length, run_dir / "sample.txt")
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+def _sample_config(cfg: DictConfig) -> SampleConfig:
+    sample = to_dataclass(SampleConfig, cfg.get("sample"), "sample")
+    if sample.length < 0 or sample.temperature < 0 or sample.top_k < 0:
+        raise ConfigError("sample.length, sample.temperature and sample.top_k must be >= 0")
+    if not 0.0 < sample.top_p <= 1.0:
+        raise ConfigError(f"sample.top_p must be in (0, 1], got {sample.top_p}")
+    return sample
+
+
+def load_model(payload: dict) -> tuple[CharLanguageModel, Vocab, CharLMDataConfig]:
+    """Rebuild the language model of a checkpoint, its char vocabulary and data config."""
+    config = payload["meta"]["config"]
+    chars = Vocab.from_list(payload["meta"]["chars"])
+    model = CharLanguageModel(to_dataclass(CharLMModelConfig, config["model"], "model"), len(chars))
+    model.load_state_dict(payload["model"])
+    return model, chars, to_dataclass(CharLMDataConfig, config["data"], "data")
+
+
+def _continue(model, chars: Vocab, prompt: str, sample: SampleConfig, trainer) -> str:
+    """The prompt followed by ``sample.length`` sampled chars."""
+    seed = sample.seed if sample.seed is not None else trainer.config.seed
+    generator = torch.Generator(device=trainer.device).manual_seed(seed)
+    model.to(trainer.device)
+    was_training = model.training
+    model.eval()
+    try:
+        with trainer.autocast():
+            ids = model.generate(
+                chars.encode(prompt),
+                sample.length,
+                sample.temperature,
+                sample.top_k,
+                sample.top_p,
+                generator,
+            )
+    finally:
+        model.train(was_training)
+    return prompt + "".join(chars.decode(ids))
+
+
+def test(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=test ckpt=PATH data.test=FILE``: bits per character of a text file."""
+    model, chars, trained_data = load_model(checkpoint_for(cfg, "charlm"))
+    data = to_dataclass(CharLMDataConfig, cfg.data, "data")
+    path = require_file(data.test, "test file (data.test)", CORPUS_HINT)
+    windows = CharWindows(
+        encode_text(read_text(path, "test file"), chars, path), trained_data.seq_len
+    )
+    if not len(windows):
+        raise DataError(path, None, "test file needs at least two characters")
+    trainer = make_trainer(cfg, None)
+    loader = bucketed_loader(
+        windows, windows.lengths, trainer.config.eval_batch_size, shuffle=False
+    )
+    scores = trainer.evaluate(model, loader, evaluate)
+    report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
+
+
+def predict(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=predict ckpt=PATH [sample.prompt=TEXT | input=FILE] [output=FILE]``: for each
+    prompt (``sample.prompt``, else each non-empty input line), the prompt and its sampled
+    continuation, followed by a blank line."""
+    model, chars, _ = load_model(checkpoint_for(cfg, "charlm"))
+    sample = _sample_config(cfg)
+    if sample.prompt is not None:
+        prompts = [(None, None, sample.prompt or "\n")]
+    else:
+        path = input_lines_path(cfg, run_dir)
+        prompts = [
+            (path, n, line)
+            for n, line in enumerate(read_lines(path, "input file"), start=1)
+            if line.strip()
+        ]
+        if not prompts:
+            raise DataError(path, None, "input holds no prompt")
+    for path, line, prompt in prompts:
+        unseen = sorted({c for c in prompt if c not in chars})
+        if unseen:
+            message = f"prompt chars never seen in training: {', '.join(map(repr, unseen))}"
+            raise DataError(path, line, message) if path else UserError(f"sample.prompt: {message}")
+    trainer = make_trainer(cfg, None)
+    with output_stream(cfg) as out:
+        for _, _, prompt in prompts:
+            out.write(_continue(model, chars, prompt, sample, trainer) + "\n\n")
+    log.info("sampled %d continuations of %d chars", len(prompts), sample.length)
