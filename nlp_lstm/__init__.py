@@ -12,6 +12,7 @@ from nlp_lstm.modules.embeddings import CharCNN, CharLSTM, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, EncoderOutput
 from nlp_lstm.modules.heads import ClassifierHead, TaggingHead
 from nlp_lstm.modules.pooling import AttentionPooling
+from nlp_lstm.modules.sampling import filter_logits, sample_next
 from nlp_lstm.train.trainer import Trainer, TrainerConfig
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "TrainerConfig",
     "Vocab",
     "build_vocab_and_vectors",
+    "filter_logits",
     "load_keyed_vectors",
+    "sample_next",
 ]
 __version__ = "0.1.0"

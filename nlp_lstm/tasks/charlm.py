@@ -35,6 +35,7 @@ from nlp_lstm.tasks.common import (
     require_file,
     task_configs,
 )
+from nlp_lstm.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +250,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     report({k: best[k] for k in REPORTED}, run_dir / "metrics.json")
     sample = _sample_config(cfg)
     chars = Vocab.from_list(run.meta["chars"])
-    text = _continue(run.model, chars, "\n", sample, run.trainer)
+    text = _continue(run.model, chars, _start(chars), sample, run.trainer)
     (run_dir / "sample.txt").write_text(text + "\n", encoding="utf-8")
     log.info("a %d-char sample of the best model is in %s", sample.length, run_dir / "sample.txt")
 
@@ -266,6 +267,12 @@ def _sample_config(cfg: DictConfig) -> SampleConfig:
     return sample
 
 
+def _start(chars: Vocab) -> str:
+    """The prompt of an unprompted sample: a newline, or (for a text without one) the
+    vocabulary's first char after the specials."""
+    return "\n" if "\n" in chars else chars.itos[2]
+
+
 def load_model(payload: dict) -> tuple[CharLanguageModel, Vocab, CharLMDataConfig]:
     """Rebuild the language model of a checkpoint, its char vocabulary and data config."""
     config = payload["meta"]["config"]
@@ -275,25 +282,21 @@ def load_model(payload: dict) -> tuple[CharLanguageModel, Vocab, CharLMDataConfi
     return model, chars, to_dataclass(CharLMDataConfig, config["data"], "data")
 
 
-def _continue(model, chars: Vocab, prompt: str, sample: SampleConfig, trainer) -> str:
+def _continue(
+    model: CharLanguageModel, chars: Vocab, prompt: str, sample: SampleConfig, trainer: Trainer
+) -> str:
     """The prompt followed by ``sample.length`` sampled chars."""
     seed = sample.seed if sample.seed is not None else trainer.config.seed
     generator = torch.Generator(device=trainer.device).manual_seed(seed)
-    model.to(trainer.device)
-    was_training = model.training
-    model.eval()
-    try:
-        with trainer.autocast():
-            ids = model.generate(
-                chars.encode(prompt),
-                sample.length,
-                sample.temperature,
-                sample.top_k,
-                sample.top_p,
-                generator,
-            )
-    finally:
-        model.train(was_training)
+    with trainer.inference(model):
+        ids = model.generate(
+            chars.encode(prompt),
+            sample.length,
+            sample.temperature,
+            sample.top_k,
+            sample.top_p,
+            generator,
+        )
     return prompt + "".join(chars.decode(ids))
 
 
@@ -322,7 +325,7 @@ def predict(cfg: DictConfig, run_dir: Path) -> None:
     model, chars, _ = load_model(checkpoint_for(cfg, "charlm"))
     sample = _sample_config(cfg)
     if sample.prompt is not None:
-        prompts = [(None, None, sample.prompt or "\n")]
+        prompts = [(None, None, sample.prompt or _start(chars))]
     else:
         path = input_lines_path(cfg, run_dir)
         prompts = [

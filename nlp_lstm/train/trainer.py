@@ -16,7 +16,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -143,23 +143,29 @@ class Trainer:
                 return
             yield move_batch(pin_batch(batch) if cuda else batch, self.device)
 
-    @torch.no_grad()
+    @contextmanager
+    def inference(self, model: nn.Module) -> Iterator[nn.Module]:
+        """The model on this trainer's device in eval mode, under no_grad and autocast;
+        its training mode is restored afterwards."""
+        model.to(self.device)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), self.autocast():
+                yield model
+        finally:
+            model.train(was_training)
+
     def evaluate(
         self,
         model: nn.Module,
         loader: DataLoader,
         evaluate: Callable[[nn.Module, Iterable[Any]], T],
     ) -> T:
-        """Run ``evaluate(model, batches)`` over ``loader`` in eval mode, under no_grad and
-        autocast, and return its result (metrics, or predictions for inference modes)."""
-        model.to(self.device)
-        was_training = model.training
-        model.eval()
-        try:
-            with self.autocast():
-                return evaluate(model, self.batches(loader, self.config.limit_eval_batches))
-        finally:
-            model.train(was_training)
+        """Run ``evaluate(model, batches)`` over ``loader`` under :meth:`inference` and
+        return its result (metrics, or predictions for inference modes)."""
+        with self.inference(model):
+            return evaluate(model, self.batches(loader, self.config.limit_eval_batches))
 
     def _better(self, value: float) -> bool:
         if self.state.best is None:
