@@ -464,9 +464,8 @@ def parameter_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
         scaled.setdefault(float(scale), []).extend(own)
         claimed.update(id(p) for p in own)
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in claimed]
-    groups = [{"params": rest, "lr": lr}]
-    groups += [{"params": ps, "lr": lr * scale} for scale, ps in scaled.items() if ps]
-    return groups
+    groups = [{"params": rest, "lr": lr}] if rest else []
+    return groups + [{"params": ps, "lr": lr * scale} for scale, ps in scaled.items() if ps]
 
 
 def _progress(total: int, description: str, enabled: bool):
