@@ -55,7 +55,7 @@ class CharLMDataConfig:
     dev: str | None = None  # None: the last dev_fraction of the training text
     test: str | None = None
     dev_fraction: float = 0.1
-    seq_len: int = 200  # predictions per window (the context a window starts without)
+    seq_len: int = 100  # predictions per window (the context a window starts without)
 
 
 @dataclass
