@@ -114,11 +114,15 @@ class CharLanguageModel(nn.Module):
         states, state = self.rnn(self.dropout(self.embedding(inputs)), state)
         return self.output(self.dropout(states)), state
 
-    def loss(self, batch: CharBatch) -> Tensor:
-        """Mean negative log-likelihood (nats) per predicted character."""
+    def loss(self, batch: CharBatch, reduction: str = "mean") -> Tensor:
+        """Negative log-likelihood (nats) of the predicted characters: their mean, or with
+        ``reduction="sum"`` their total."""
         logits, _ = self(batch.inputs)
         return F.cross_entropy(
-            logits.float().flatten(0, 1), batch.targets.flatten(), ignore_index=IGNORE
+            logits.float().flatten(0, 1),
+            batch.targets.flatten(),
+            ignore_index=IGNORE,
+            reduction=reduction,
         )
 
     @torch.no_grad()
@@ -152,13 +156,7 @@ def evaluate(model: CharLanguageModel, batches) -> dict:
     """Bits per character, perplexity and mean loss (nats) over every predicted char."""
     total, count = None, 0
     for batch in batches:
-        logits, _ = model(batch.inputs)
-        loss = F.cross_entropy(
-            logits.float().flatten(0, 1),
-            batch.targets.flatten(),
-            ignore_index=IGNORE,
-            reduction="sum",
-        )
+        loss = model.loss(batch, reduction="sum")
         total = loss if total is None else total + loss
         count += int(batch.lengths.sum())
     if total is None or count == 0:
