@@ -10,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from nlp_lstm.data.errors import ConfigError
+from nlp_lstm.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -75,5 +76,73 @@ def to_dataclass(cls: type[T], section: Any, where: str) -> T:
     unknown = sorted(set(values) - set(names))
     if unknown:
         raise ConfigError(f"unknown key {where}.{unknown[0]} (known: {', '.join(names)})")
+    missing = [k for k, v in values.items() if v == "???"]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]} needs a value ({where}.{missing[0]}=...)")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
     return cls(**kwargs)
+
+
+def defaults_of(cls: type) -> dict[str, Any]:
+    """A dataclass's field defaults as a plain dict (``???``, Hydra's missing value, for a
+    field without one)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        else:
+            out[f.name] = "???"
+    return out
+
+
+def conf_dir() -> Path:
+    """The config folder: shipped inside the package, or the repository's top-level conf/."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise RuntimeError("nlp_lstm's conf/ folder is missing from this installation")
+
+
+def task_names() -> list[str]:
+    """The tasks: one per ``conf/task/<name>.yaml`` (the only list of them)."""
+    return sorted(p.stem for p in (conf_dir() / "task").glob("*.yaml"))
+
+
+def task_module(name: str):
+    """``nlp_lstm.tasks.<name>``; a one-line ConfigError when it is not written yet."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"nlp_lstm.tasks.{name}")
+    except ModuleNotFoundError as err:
+        if err.name == f"nlp_lstm.tasks.{name}":
+            raise ConfigError(
+                f"task {name!r} is not implemented yet (conf/task/{name}.yaml exists, "
+                f"nlp_lstm/tasks/{name}.py does not)"
+            ) from None
+        raise
+
+
+def register_schemas() -> None:
+    """Put the config dataclasses' defaults into Hydra's ConfigStore, so conf/ composes
+    them (``defaults: [/schema@trainer: trainer]``, ``/schema/<task>@_here_: data`` ...) and
+    its YAML files hold only what differs: every default is written once, in Python.
+    Values are then type-checked by :func:`to_dataclass`."""
+    from hydra.core.config_store import ConfigStore
+
+    from nlp_lstm.data.vectors import EmbeddingsConfig
+    from nlp_lstm.train.trainer import TrainerConfig
+
+    store = ConfigStore.instance()
+    store.store(group="schema", name="trainer", node=defaults_of(TrainerConfig))
+    store.store(group="schema", name="embeddings", node=defaults_of(EmbeddingsConfig))
+    for name in task_names():
+        try:
+            module = task_module(name)
+        except ConfigError:
+            continue  # listed but not written yet: choosing it is an error, listing it is not
+        for section, cls in getattr(module, "SCHEMAS", {}).items():
+            store.store(group=f"schema/{name}", name=section, node=defaults_of(cls))

@@ -5,11 +5,12 @@ import math
 import pytest
 import torch
 
-from nlp_lstm.data.batching import bucketed_loader
+from nlp_lstm.checkpoint import Bundle
+from nlp_lstm.contract import Job, Monitor
 from nlp_lstm.data.text import IGNORE, CharWindows, split_text
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.modules.sampling import filter_logits, sample_next
-from nlp_lstm.tasks.charlm import CharLanguageModel, CharLMModelConfig, evaluate
+from nlp_lstm.tasks.charlm import CharLanguageModel, CharLMModelConfig, predict, score, window_split
 from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
 from tests.cli_helpers import last_json, run_cli
 
@@ -94,10 +95,10 @@ def test_stepwise_state_gives_the_same_scores_as_one_pass():
     seed_everything(0)
     model = tiny_model(chars).eval()
     ids = torch.tensor([chars.encode(VERSE)])
-    whole, _ = model(ids)
+    whole, _ = model.logits(ids)
     state, steps = None, []
     for t in range(ids.shape[1]):
-        logits, state = model(ids[:, t : t + 1], state)
+        logits, state = model.logits(ids[:, t : t + 1], state)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, 1), whole)
 
@@ -112,11 +113,9 @@ def test_tiny_model_learns_to_recite(tmp_path):
     config = TrainerConfig(
         max_epochs=25, lr=0.01, batch_size=16, progress_bar=False, device="cpu", lr_schedule="none"
     )
-    trainer = Trainer(config, tmp_path, monitor="bpc", mode="min")
-    loader = bucketed_loader(windows, windows.lengths, 16, shuffle=True)
-    best = trainer.fit(
-        model, loader, bucketed_loader(windows, windows.lengths, 64, shuffle=False), evaluate
-    )
+    split = window_split(windows)
+    job = Job(model, split, split, predict, score, Monitor("bpc", "min"), Bundle("charlm", {}))
+    best = Trainer(config, tmp_path).fit(job)
     assert best["bpc"] < 0.2 * uniform_bpc
     greedy = model.eval().generate(chars.encode("to be, or "), len(VERSE), temperature=0.0)
     assert "".join(chars.decode(greedy)).startswith("not to be: that is the question.\nto be")

@@ -10,7 +10,7 @@ from nlp_lstm.data.conll import (
     read_tokenized_text,
     to_iob2,
 )
-from nlp_lstm.data.errors import DataError
+from nlp_lstm.errors import DataError
 
 
 def test_reads_sentences_skipping_docstart(tmp_path):

@@ -5,10 +5,9 @@ import pytest
 import torch
 
 from nlp_lstm import CRF
-from nlp_lstm.tasks.ner import make_loader
 from nlp_lstm.train.trainer import Trainer
 from tests.test_crf import random_case
-from tests.test_trainer import quiet, toy
+from tests.toy_jobs import quiet, toy_job
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,33 +31,36 @@ def test_crf_on_cuda_matches_cpu():
 
 @pytest.mark.parametrize("precision", ["32", "bf16", "fp16"])
 def test_training_on_cuda(tmp_path, precision):
-    model, collator, evaluate = toy(n=96)
-    loader = make_loader(collator, 16, shuffle=True)
-    trainer = Trainer(
-        quiet(device="cuda", max_epochs=3, precision=precision, optimizer="adam", lr=0.02), tmp_path
+    job = toy_job(n=96)
+    config = quiet(
+        device="cuda", max_epochs=3, batch_size=16, precision=precision, optimizer="adam", lr=0.02
     )
-    trainer.fit(model, loader, loader, evaluate)
+    trainer = Trainer(config, tmp_path)
+    trainer.fit(job)
     losses = [row["train_loss"] for row in trainer.state.history]
     assert losses[-1] < losses[0]
 
 
-def test_training_step_never_waits_for_the_device(tmp_path):
-    """One full step (forward, CRF loss, backward, clip, fused Adam) on a batch the Trainer
-    moved (pinned, non-blocking), with CUDA's sync debug mode set to error: any .item(),
-    .cpu(), blocking copy or other host sync raises."""
-    model, collator, _ = toy(n=64)
-    model.cuda()
-    trainer = Trainer(quiet(device="cuda", optimizer="adam"), tmp_path)
+@pytest.mark.parametrize("precision", ["32", "bf16", "fp16"])
+def test_training_step_never_waits_for_the_device(tmp_path, precision):
+    """The Trainer's own step (forward, CRF loss, backward through the GradScaler, divide by
+    the count, clip, fused Adam) on batches it moved (pinned, non-blocking), with CUDA's
+    sync debug mode set to error: any .item(), .cpu(), blocking copy or other host sync
+    raises."""
+    job = toy_job(n=64)
+    config = quiet(device="cuda", batch_size=16, optimizer="adam", precision=precision)
+    config.gradient_clip_val = 5.0
+    trainer = Trainer(config, tmp_path)
+    model = job.model.to(trainer.device)
     optimizer = trainer._optimizer(model)
-    batch = next(trainer.batches(make_loader(collator, 16, shuffle=True)))
-    for _ in range(2):  # the second step runs with warm caches
-        torch.cuda.synchronize()
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    batches = list(trainer.batches(trainer.loader(job.train, train=True), limit=3))
+    torch.cuda.synchronize()
+    for batch in batches:  # the first step warms the caches; all must run without a sync
         torch.cuda.set_sync_debug_mode("error")
         try:
-            loss = model.loss(batch)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0, foreach=True)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _, count = trainer._forward_backward(model, batch, scaler)
+            trainer._step(optimizer, scaler, params, count)
         finally:
             torch.cuda.set_sync_debug_mode("default")

@@ -4,8 +4,8 @@ import random
 import pytest
 import torch
 
-from nlp_lstm.data.errors import DataError
 from nlp_lstm.data.tables import read_labelled, tokenize
+from nlp_lstm.errors import DataError
 from tests.cli_helpers import last_json, run_cli
 
 GOOD = ["great", "wonderful", "fun", "moving", "superb", "charming"]
@@ -46,7 +46,10 @@ def test_reads_tsv_csv_jsonl_alike(tmp_path):
     ):
         assert texts.tokens == [["a", "fine", "film"], ["so", "dull", ",", "really"]]
         assert texts.labels == ["1", "0"]
-        assert texts.lines[0] in (1, 2)
+    # rows are numbered by their line in the file: after the header in a table, from 1 in JSONL
+    assert read_labelled(tsv, "sentence", "label").lines == [2, 3]
+    assert read_labelled(csv_path, "text", "stars").lines == [2, 3]
+    assert read_labelled(jsonl, "review", "y").lines == [1, 2]
     assert tokenize("It's great, isn't it?", "words", True) == [
         "it's",
         "great",
@@ -86,14 +89,17 @@ def test_bad_jsonl_line(tmp_path):
 
 
 def test_tiny_model_learns_a_separable_task(tmp_path):
-    from nlp_lstm.data.batching import bucketed_loader
+    from nlp_lstm.checkpoint import Bundle
+    from nlp_lstm.contract import Job, Monitor
     from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
     from nlp_lstm.data.vocab import Vocab
     from nlp_lstm.tasks.sentiment import (
         AttentionClassifier,
         SentimentModelConfig,
         TextCollator,
-        make_evaluate,
+        make_score,
+        predict,
+        text_split,
     )
     from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
 
@@ -108,24 +114,21 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
         EmbeddingsConfig(),
         2,
     )
-    collator = TextCollator(sentences, labels, words)
-    loader = bucketed_loader(collator, collator.lengths, 16, shuffle=True)
+    split = text_split(sentences, labels, words)
     config = TrainerConfig(
         max_epochs=6, lr=0.01, progress_bar=False, device="cpu", lr_schedule="none"
     )
-    trainer = Trainer(config, tmp_path, monitor="accuracy")
-    best = trainer.fit(
-        model,
-        loader,
-        bucketed_loader(collator, collator.lengths, 64, shuffle=False),
-        make_evaluate(labels, 2),
+    job = Job(
+        model, split, split, predict, make_score(2), Monitor("accuracy"), Bundle("sentiment", {})
     )
+    best = Trainer(config, tmp_path).fit(job)
+    collator = TextCollator(sentences, labels, words)
     assert best["accuracy"] >= 95.0
     # attention weights are a distribution over each sentence's real tokens
     model.eval()
     batch = collator([0, 1, 2, 3])
     with torch.no_grad():
-        _, weights = model(batch)
+        _, weights = model.scores(batch)
     torch.testing.assert_close(weights.sum(-1), torch.ones(4))
     assert torch.all(weights[~batch.mask] == 0)
 

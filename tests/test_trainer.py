@@ -1,120 +1,143 @@
 import copy
 import csv
-from collections import Counter
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
-from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
-from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.checkpoint import load_checkpoint
+from nlp_lstm.errors import ConfigError
+from nlp_lstm.files import atomic_save
 from nlp_lstm.modules.embeddings import TokenEmbedder
-from nlp_lstm.tasks.ner import (
-    BiLSTMCRFTagger,
-    NERModelConfig,
-    TaggingCollator,
-    make_evaluate,
-    make_loader,
-)
-from nlp_lstm.train.checkpoint import atomic_save, load_checkpoint
-from nlp_lstm.train.trainer import Trainer, TrainerConfig, parameter_groups, seed_everything
-from tests.conftest import toy_ner_sentences
+from nlp_lstm.train.trainer import Trainer, parameter_groups, seed_everything
+from tests.toy_jobs import fake_job, quiet, random_values, toy_job, values_split
+
+SGD = dict(optimizer="sgd", lr=0.1, momentum=0.0)  # one step: parameter change = -lr * gradient
+
+# ---------------------------------------------------------------------------- the contract
 
 
-def toy(n=64, dropout=0.0, seed=0):
-    sentences = toy_ner_sentences(n, seed=seed)
-    tokens = [[t for t, _ in s] for s in sentences]
-    gold = [[g for _, g in s] for s in sentences]
-    tags = Vocab(sorted({g for s in gold for g in s}), specials=())
-    words = Vocab.from_counts(Counter(t for s in tokens for t in s))
-    chars = Vocab.from_counts(Counter(c for s in tokens for t in s for c in t))
-    collator = TaggingCollator(tokens, [tags.encode(g) for g in gold], words, chars)
-    seed_everything(seed)
-    config = NERModelConfig(
-        hidden_size=16, char_dim=8, char_hidden=8, dropout=dropout, word_dropout=0.0
+def test_one_step_divides_the_summed_loss_once_by_the_count_of_the_step(tmp_path):
+    """Four micro-batches of different sizes accumulate into one SGD step: the step is
+    the gradient of the mean over every value of the step, and the epoch loss is weighted
+    by counts, not a mean of batch means."""
+    examples = random_values(16, seed=3)
+    values = [v for e in examples for v in e]
+    job = fake_job(examples, lambda outputs, split: {"metric": 0.0}, start=1.5)
+    trainer = Trainer(quiet(batch_size=4, accumulate_grad_batches=4, **SGD), tmp_path)
+    trainer.fit(job)
+    mean = sum(values) / len(values)
+    assert trainer.state.step == 1
+    assert job.model.w.item() == pytest.approx(1.5 - 0.1 * 2 * (1.5 - mean), abs=1e-6)
+    row = trainer.state.history[0]
+    weighted = sum((1.5 - v) ** 2 for v in values) / len(values)
+    assert row["train_loss"] == pytest.approx(weighted, rel=1e-6)
+    batches = trainer.loader(job.train, train=True).batch_sampler.global_batches()
+    batch_means = [
+        sum((1.5 - v) ** 2 for i in b for v in examples[i]) / sum(len(examples[i]) for i in b)
+        for b in batches
+    ]
+    assert row["train_loss"] != pytest.approx(sum(batch_means) / len(batch_means), rel=1e-3)
+
+
+@pytest.mark.parametrize("mode, best_epoch", [("max", 4), ("min", 2)])
+def test_best_epoch_follows_the_direction_of_the_metric(tmp_path, mode, best_epoch):
+    script = iter([3.0, 1.0, 2.0, 5.0, 4.0])
+    job = fake_job(
+        random_values(8), lambda outputs, split: {"metric": next(script), "n": len(split)}, mode
     )
-    model = BiLSTMCRFTagger(
-        config, random_rows(len(words), 12), EmbeddingsConfig(), len(chars), tags.itos, "iob2"
-    )
-    return model, collator, make_evaluate(gold, tags, "iob2")
+    trainer = Trainer(quiet(max_epochs=5, patience=0, **SGD), tmp_path)
+    best = trainer.fit(job)
+    assert trainer.state.best_epoch == best_epoch
+    assert best["metric"] == [3.0, 1.0, 2.0, 5.0, 4.0][best_epoch - 1]
+    saved = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert saved.payload["trainer"]["best_epoch"] == best_epoch
 
 
-def quiet(**overrides):
-    base = dict(
-        progress_bar=False, device="cpu", max_epochs=1, lr_schedule="none", gradient_clip_val=None
-    )
-    return TrainerConfig(**{**base, **overrides})
+def test_predictions_come_back_in_example_order(tmp_path):
+    examples = random_values(23, seed=5)
+    job = fake_job(examples, lambda outputs, split: {"metric": 0.0})
+    trainer = Trainer(quiet(eval_batch_size=4), None)
+    visited = [i for b in trainer.loader(job.dev, train=False) for i in b.indices.tolist()]
+    assert visited != sorted(visited)  # batches run longest first, not in example order
+    split, outputs = trainer.predict(job.model, job.dev, job.predict)
+    assert outputs == list(range(23)) and split is job.dev
+    # a cut evaluation scores exactly what was predicted, and says so through the split
+    cut = Trainer(quiet(eval_batch_size=4, limit_eval_batches=2), None)
+    split, outputs = cut.predict(job.model, job.dev, job.predict)
+    assert len(outputs) == len(split) == 8
+    assert outputs == sorted(visited[:8])
+    assert split.examples == [examples[i] for i in outputs]
 
 
 def test_accumulated_micro_batches_equal_one_large_batch(tmp_path):
-    model, collator, evaluate = toy()
-    twin = copy.deepcopy(model)
-    before = copy.deepcopy(model.state_dict())
-    dev = make_loader(collator, 64, shuffle=False)
-    micro = DataLoader(
-        range(32),
-        batch_sampler=[list(range(i, i + 8)) for i in range(0, 32, 8)],
-        collate_fn=collator,
-    )
-    large = DataLoader(range(32), batch_sampler=[list(range(32))], collate_fn=collator)
-    sgd = dict(optimizer="sgd", lr=1.0, momentum=0.0)  # one step: parameter change = -gradient
-    Trainer(quiet(accumulate_grad_batches=4, **sgd), tmp_path / "a").fit(
-        model, micro, dev, evaluate
-    )
-    Trainer(quiet(accumulate_grad_batches=1, **sgd), tmp_path / "b").fit(twin, large, dev, evaluate)
+    job = toy_job(n=32)
+    twin = copy.deepcopy(job)
+    before = copy.deepcopy(job.model.state_dict())
+    Trainer(quiet(batch_size=8, accumulate_grad_batches=4, **SGD), tmp_path / "a").fit(job)
+    Trainer(quiet(batch_size=32, **SGD), tmp_path / "b").fit(twin)
     changed = 0
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(value, twin.state_dict()[name], atol=2e-6, rtol=1e-5)
+    for name, value in job.model.state_dict().items():
+        torch.testing.assert_close(value, twin.model.state_dict()[name], atol=2e-6, rtol=1e-5)
         changed += int(not torch.equal(value, before[name]))
     assert changed > 5
-    # and accumulating 4 micro-batches is not the same as stepping after each of them
+    # and stepping after each micro-batch is something else
     stepwise = copy.deepcopy(twin)
-    stepwise.load_state_dict(before)
-    Trainer(quiet(accumulate_grad_batches=1, **sgd), tmp_path / "c").fit(
-        stepwise, micro, dev, evaluate
+    stepwise.model.load_state_dict(before)
+    Trainer(quiet(batch_size=8, **SGD), tmp_path / "c").fit(stepwise)
+    assert not torch.allclose(
+        stepwise.model.head.projection.weight, job.model.head.projection.weight
     )
-    assert not torch.allclose(stepwise.head.projection.weight, model.head.projection.weight)
+
+
+# ---------------------------------------------------------------------------- the run
 
 
 def run_training(tmp_path, name, max_epochs=4, interrupt_at=None, resume=None):
-    model, collator, evaluate = toy(dropout=0.3)
-    loader = make_loader(collator, 8, shuffle=True, seed=7)
-    dev = make_loader(collator, 32, shuffle=False)
+    job = toy_job(dropout=0.3)
     calls = {"n": 0}
+    score = job.score
 
-    def evaluate_or_crash(m, batches):
+    def score_or_crash(outputs, split):
         calls["n"] += 1
         if calls["n"] == interrupt_at:
             raise KeyboardInterrupt
-        return evaluate(m, batches)
+        return score(outputs, split)
 
+    job.score = score_or_crash
     config = quiet(
         max_epochs=max_epochs,
+        batch_size=8,
+        eval_batch_size=32,
         optimizer="adam",
         lr=0.01,
         lr_schedule="plateau",
         gradient_clip_val=1.0,
         resume=resume,
+        seed=7,
     )
     trainer = Trainer(config, tmp_path / name)
-    trainer.fit(model, loader, dev, evaluate_or_crash, meta={"task": "toy"})
-    return model, trainer
+    trainer.fit(job)
+    return job.model, trainer
 
 
 def test_interrupted_run_resumed_ends_where_uninterrupted_run_ends(tmp_path):
     full, full_trainer = run_training(tmp_path, "full")
     with pytest.raises(KeyboardInterrupt):
         run_training(tmp_path, "cut", interrupt_at=3)  # dies in epoch 3, after epoch 2 was saved
-    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["trainer"]["epoch"] == 2
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert cut.payload["trainer"]["epoch"] == 2
     resumed, resumed_trainer = run_training(tmp_path, "cut", resume="auto")
     for name, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
-    timings = ("epoch_seconds", "train_sents_per_s")
-    assert [
-        {k: v for k, v in r.items() if k not in timings} for r in resumed_trainer.state.history
-    ] == [{k: v for k, v in r.items() if k not in timings} for r in full_trainer.state.history]
-    last_full = torch.load(tmp_path / "full" / "checkpoints" / "last.pt", weights_only=True)
-    last_resumed = torch.load(tmp_path / "cut" / "checkpoints" / "last.pt", weights_only=True)
+    timings = ("epoch_seconds", "train_examples_per_s")
+
+    def untimed(history):
+        return [{k: v for k, v in r.items() if k not in timings} for r in history]
+
+    # the resumed run's history (epochs 1-2 from the checkpoint, 3-4 trained) is the full one
+    assert untimed(resumed_trainer.state.history) == untimed(full_trainer.state.history)
+    last_full = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt").payload
+    last_resumed = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt").payload
     assert last_full["trainer"]["step"] == last_resumed["trainer"]["step"]
     for a, b in zip(
         last_full["optimizer"]["state"].values(),
@@ -134,18 +157,18 @@ def test_run_folder_logs_and_checkpoints(tmp_path):
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert (run / "curves.png").stat().st_size > 1000
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
-    last = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert "optimizer" not in best and {"optimizer", "scheduler", "scaler", "rng"} <= set(last)
-    assert best["trainer"]["best_epoch"] == trainer.state.best_epoch
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert not best.resumable and {"optimizer", "scheduler", "scaler", "rng"} <= set(last.payload)
+    assert best.bundle.task == "toy" and best.bundle.vocabs["words"][:2] == ["<pad>", "<unk>"]
+    assert best.payload["trainer"]["best_epoch"] == trainer.state.best_epoch
     assert not list((run / "checkpoints").glob("*.tmp"))
 
 
 def test_early_stopping(tmp_path):
-    model, collator, _ = toy()
-    loader = make_loader(collator, 16, shuffle=True)
-    trainer = Trainer(quiet(max_epochs=20, patience=2), tmp_path / "es")
-    trainer.fit(model, loader, loader, lambda m, b: {"f1": 50.0, "n": sum(1 for _ in b)})
+    job = fake_job(random_values(8), lambda outputs, split: {"metric": 50.0})
+    trainer = Trainer(quiet(max_epochs=20, patience=2, **SGD), tmp_path / "es")
+    trainer.fit(job)
     assert trainer.state.epoch == 3 and trainer.state.best_epoch == 1
 
 
@@ -161,40 +184,59 @@ def test_atomic_save_keeps_old_file_when_writing_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         atomic_save({"model": {"w": torch.zeros(3)}, "meta": {}}, target)
     monkeypatch.undo()
-    assert torch.equal(load_checkpoint(target)["model"]["w"], torch.ones(3))
+    assert torch.equal(load_checkpoint(target).model["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["ck.pt"]
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_on_cpu_learns(tmp_path, precision):
-    model, collator, evaluate = toy(n=96)
-    loader = make_loader(collator, 16, shuffle=True)
+    job = toy_job(n=96)
     trainer = Trainer(
-        quiet(max_epochs=4, precision=precision, optimizer="adam", lr=0.02), tmp_path / precision
+        quiet(max_epochs=4, batch_size=16, precision=precision, optimizer="adam", lr=0.02),
+        tmp_path / precision,
     )
     seen = []
-    original = model.head.forward
+    original = job.model.head.forward
 
     def spy(states):  # emissions come from a Linear, which autocast runs in low precision
         out = original(states)
         seen.append(out.dtype)
         return out
 
-    model.head.forward = spy
-    trainer.fit(model, loader, loader, evaluate)
+    job.model.head.forward = spy
+    trainer.fit(job)
     assert (torch.bfloat16 if precision == "bf16" else torch.float16) in seen
     losses = [row["train_loss"] for row in trainer.state.history]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0] * 0.7
 
 
-def test_bad_trainer_settings(tmp_path):
-    from nlp_lstm.data.errors import ConfigError
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"precision": "fp8"}, "precision"),
+        ({"max_epochs": 0}, "max_epochs"),
+        ({"max_epochs": -3}, "max_epochs"),
+        ({"accumulate_grad_batches": 0}, "accumulate_grad_batches"),
+        ({"limit_eval_batches": 0}, "limit_eval_batches"),
+        ({"strategy": "ddp"}, "torchrun"),
+    ],
+)
+def test_bad_trainer_settings_fail_before_any_work(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        Trainer(quiet(**overrides), tmp_path)
 
-    with pytest.raises(ConfigError, match="precision"):
-        Trainer(quiet(precision="fp8"), tmp_path)
-    if not torch.cuda.is_available():
-        with pytest.raises(ConfigError, match="cuda"):
-            Trainer(quiet(device="cuda"), tmp_path)
+
+def test_cuda_without_a_gpu_is_a_config_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="cuda"):
+        Trainer(quiet(device="cuda"), tmp_path)
+
+
+def test_fake_split_subset_keeps_examples_and_lengths():
+    split = values_split([[1.0], [2.0, 3.0], [4.0, 5.0, 6.0]])
+    part = split.subset([2, 0])
+    assert part.examples == [[4.0, 5.0, 6.0], [1.0]] and list(part.lengths) == [3, 1]
 
 
 def test_lr_scale_moves_the_word_matrix_alone():

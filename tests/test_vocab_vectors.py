@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from nlp_lstm import EmbeddingsConfig, Vocab, build_vocab_and_vectors
-from nlp_lstm.data.errors import DataError
 from nlp_lstm.data.vocab import PAD, UNK
+from nlp_lstm.errors import ConfigError, DataError
 
 
 def test_vocab_round_trip_and_unknowns():
@@ -102,7 +102,7 @@ def test_fasttext_bin_gives_vectors_for_unseen_words(tmp_path):
     )
 
 
-def test_vector_cache_round_trip_is_fast(tmp_path, monkeypatch):
+def test_vector_cache_is_used_and_keeps_the_dimension_check(tmp_path, monkeypatch):
     path, _ = _write(tmp_path, "glove")
     config = EmbeddingsConfig(
         name="c", format="glove", path=str(path), dim=4, cache_dir=str(tmp_path / "cache")
@@ -119,6 +119,10 @@ def test_vector_cache_round_trip_is_fast(tmp_path, monkeypatch):
     assert first[0].itos == second[0].itos
     assert torch.equal(first[1], second[1])
     assert first[2].summary() == second[2].summary()
+    # a warm cache must not skip the check a cold start makes
+    wrong = EmbeddingsConfig(**{**vars(config), "dim": 10})
+    with pytest.raises(ConfigError, match="embeddings.dim=10"):
+        build_vocab_and_vectors(counts, ["big"], wrong)
 
 
 def test_default_glove50_vectors(tmp_path):

@@ -11,12 +11,18 @@ from torch.utils.data import DataLoader, Sampler
 
 
 class BucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar length, so little compute goes to padding.
+    """Batches of similar length, so little compute goes to padding, sharded over ranks.
 
     Training order: shuffle, sort within pools of ``pool_batches`` batches by length, cut
     into batches, shuffle the batches. The order depends only on ``seed`` and the epoch
-    (``set_epoch``), so a resumed run sees the same batches as an uninterrupted one.
-    Evaluation order (``shuffle=False``): sorted by length, longest first.
+    (``set_epoch``), so a resumed run sees the same batches as an uninterrupted one, and
+    every rank computes the same list. Evaluation order (``shuffle=False``): sorted by
+    length, longest first.
+
+    With ``world_size > 1`` rank ``r`` takes batches ``r, r + world_size, ...``. In
+    training the batch list is first padded with batches from its start, so every rank
+    steps the same number of times (DistributedSampler pads the same way); evaluation is
+    not padded, so every example is scored exactly once.
     """
 
     def __init__(
@@ -26,29 +32,36 @@ class BucketBatchSampler(Sampler[list[int]]):
         shuffle: bool = True,
         seed: int = 0,
         pool_batches: int = 50,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
         self.lengths = list(lengths)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.pool_batches = pool_batches
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        batches = (len(self.lengths) + self.batch_size - 1) // self.batch_size
+        if self.shuffle:
+            return (batches + self.world_size - 1) // self.world_size
+        return len(range(self.rank, batches, self.world_size))
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def global_batches(self) -> list[list[int]]:
+        """The batches of every rank, before sharding."""
         if not self.shuffle:
             order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
-            yield from (
-                order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)
-            )
-            return
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         pool = self.batch_size * self.pool_batches
@@ -58,16 +71,28 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches += [
                 chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
             ]
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            yield batches[index]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        short = -len(batches) % self.world_size
+        return batches + [batches[i % len(batches)] for i in range(short)] if batches else []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.global_batches()[self.rank :: self.world_size]
 
 
 def bucketed_loader(
-    collate, lengths: Sequence[int], batch_size: int, shuffle: bool, seed: int = 0
+    collate,
+    lengths: Sequence[int],
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
-    """A DataLoader over positions ``0..len(lengths)-1`` in length buckets; ``collate``
-    turns a list of positions into a batch."""
-    sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed)
+    """A DataLoader over positions ``0..len(lengths)-1`` in length buckets (this rank's
+    share of them); ``collate`` turns a list of positions into a batch."""
+    sampler = BucketBatchSampler(
+        lengths, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size
+    )
     return DataLoader(range(len(lengths)), batch_sampler=sampler, collate_fn=collate)
 
 

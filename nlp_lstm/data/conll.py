@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlp_lstm.data.errors import DataError, read_lines
+from nlp_lstm.errors import DataError
+from nlp_lstm.files import read_lines
 
 TAG_PATTERN = re.compile(r"^(O|[BIES]-\S+)$")
 SCHEMES = ("iob1", "iob2", "bioes")

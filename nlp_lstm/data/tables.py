@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from nlp_lstm.data.errors import DataError, UserError, read_lines
+from nlp_lstm.errors import DataError, UserError
+from nlp_lstm.files import read_lines
 
 Tokenizer = Literal["whitespace", "words"]
 WORDS = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")

@@ -19,6 +19,7 @@ class CharBatch:
     inputs: Tensor  # (B, T) char ids, 0 at padding
     targets: Tensor  # (B, T) next-char ids, IGNORE at padding
     lengths: Tensor  # (B,) real positions per row, on the CPU
+    indices: Tensor  # (B,) window positions
 
 
 def split_text(text: str, dev_fraction: float) -> tuple[str, str]:
@@ -52,4 +53,4 @@ class CharWindows:
         rows = [(self.starts[i], self.lengths[i]) for i in indices]
         inputs = pad([self.ids[s : s + n].tolist() for s, n in rows])
         targets = pad([self.ids[s + 1 : s + n + 1].tolist() for s, n in rows], value=IGNORE)
-        return CharBatch(inputs, targets, torch.tensor([n for _, n in rows]))
+        return CharBatch(inputs, targets, torch.tensor([n for _, n in rows]), torch.tensor(indices))

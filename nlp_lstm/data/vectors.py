@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
-from nlp_lstm.data.errors import ConfigError, DataError
 from nlp_lstm.data.vocab import PAD, UNK, Vocab
+from nlp_lstm.errors import ConfigError, DataError
+from nlp_lstm.files import atomic_save
 
 if TYPE_CHECKING:
     from gensim.models import KeyedVectors
@@ -184,16 +185,16 @@ def build_vocab_and_vectors(
                 cached = torch.load(cache_file, weights_only=True)
                 vocab = Vocab.from_list(cached["words"])
                 coverage = Coverage(**cached["coverage"])
-                log.info("embeddings %s: loaded cached vocab matrix %s", config.name, cache_file)
-                return vocab, cached["matrix"], _with_token_coverage(coverage, train_counts, vocab)
+                matrix = cached["matrix"]
             except (OSError, RuntimeError, KeyError, TypeError, ValueError):
                 log.warning("ignoring unreadable vector cache %s", cache_file)
+            else:
+                _check_dim(config, matrix.shape[1])  # the same check as on a cold start
+                log.info("embeddings %s: loaded cached vocab matrix %s", config.name, cache_file)
+                return vocab, matrix, _with_token_coverage(coverage, train_counts, vocab)
 
     kv = load_keyed_vectors(config)
-    if kv.vector_size != config.dim:
-        raise ConfigError(
-            f"embeddings.dim={config.dim} but the vectors of {config.name} have {kv.vector_size} dimensions"
-        )
+    _check_dim(config, kv.vector_size)
     in_train = set(train_words)
     added = [w for w in dict.fromkeys(extra_words) if w not in in_train and _has_vector(kv, w)]
     vocab = Vocab([*train_words, *added])
@@ -212,8 +213,6 @@ def build_vocab_and_vectors(
             coverage.exact += int(exact)
     coverage.found_mask = found_mask
     if cache_file is not None:
-        from nlp_lstm.train.checkpoint import atomic_save
-
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(
             {
@@ -226,6 +225,13 @@ def build_vocab_and_vectors(
             cache_file,
         )
     return vocab, matrix, _with_token_coverage(coverage, train_counts, vocab)
+
+
+def _check_dim(config: EmbeddingsConfig, dim: int) -> None:
+    if dim != config.dim:
+        raise ConfigError(
+            f"embeddings.dim={config.dim} but the vectors of {config.name} have {dim} dimensions"
+        )
 
 
 def _with_token_coverage(coverage: Coverage, train_counts: Counter[str], vocab: Vocab) -> Coverage:

@@ -52,14 +52,14 @@ class TaggingHead(nn.Module):
         return self.projection(states)
 
     def loss(self, states: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
-        """Mean negative log-likelihood per sequence."""
+        """Negative log-likelihood of the tag sequences, summed over the batch's sequences."""
         emissions = self(states)
         if self.crf is None:
             token_loss = F.cross_entropy(emissions.float().transpose(1, 2), tags, reduction="none")
-            return (token_loss * mask).sum() / mask.shape[0]
+            return (token_loss * mask).sum()
         if isinstance(self.crf, CRF):
-            return -self.crf(emissions, tags, mask, reduction="mean")
-        return -self.crf(emissions.float(), tags, mask, reduction="mean")
+            return -self.crf(emissions, tags, mask, reduction="sum")
+        return -self.crf(emissions.float(), tags, mask, reduction="sum")
 
     def decode(self, states: Tensor, mask: Tensor) -> Tensor:
         """Best tag ids ``(B, T)`` (0 at padding)."""

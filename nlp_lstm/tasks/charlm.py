@@ -18,23 +18,27 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.data.batching import bucketed_loader
-from nlp_lstm.data.errors import ConfigError, DataError, UserError, read_lines, read_text
+from nlp_lstm.contract import Job, Split
 from nlp_lstm.data.text import IGNORE, CharBatch, CharWindows, split_text
 from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.errors import ConfigError, DataError, UserError
+from nlp_lstm.files import read_lines, read_text
 from nlp_lstm.modules.encoder import CellKind
 from nlp_lstm.modules.sampling import sample_next
 from nlp_lstm.tasks.common import (
-    TrainingRun,
     checkpoint_for,
-    config_snapshot,
+    fit,
     input_lines_path,
+    load_weights,
+    make_bundle,
     make_trainer,
     output_stream,
     report,
     require_file,
     task_configs,
+    task_monitor,
 )
+from nlp_lstm.train import distributed
 from nlp_lstm.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -82,11 +86,16 @@ class SampleConfig:
     seed: int | None = None  # None: trainer.seed
 
 
+SCHEMAS = {"data": CharLMDataConfig, "model": CharLMModelConfig, "sample": SampleConfig}
+METRICS = {"bpc": "min", "loss": "min", "perplexity": "min"}
+
+
 class CharLanguageModel(nn.Module):
     """Char embedding -> (multi-layer) LSTM or GRU -> linear scores over the char vocabulary.
 
-    ``forward(inputs (B, T), state) -> (logits (B, T, V), state)``; the state carries over
+    ``logits(inputs (B, T), state) -> (logits (B, T, V), state)``; the state carries over
     between calls, which is how :meth:`generate` extends a prompt one char at a time.
+    ``forward(batch)`` is the training contract: summed loss and the chars it covers.
     """
 
     def __init__(self, config: CharLMModelConfig, num_chars: int) -> None:
@@ -110,20 +119,20 @@ class CharLanguageModel(nn.Module):
                 )
             self.output.weight = self.embedding.weight
 
-    def forward(self, inputs: Tensor, state=None) -> tuple[Tensor, object]:
+    def logits(self, inputs: Tensor, state=None) -> tuple[Tensor, object]:
         states, state = self.rnn(self.dropout(self.embedding(inputs)), state)
         return self.output(self.dropout(states)), state
 
-    def loss(self, batch: CharBatch, reduction: str = "mean") -> Tensor:
-        """Negative log-likelihood (nats) of the predicted characters: their mean, or with
-        ``reduction="sum"`` their total."""
-        logits, _ = self(batch.inputs)
+    def nll(self, batch: CharBatch) -> Tensor:
+        """Negative log-likelihood (nats) of each predicted char ``(B, T)``, 0 at padding."""
+        logits, _ = self.logits(batch.inputs)
         return F.cross_entropy(
-            logits.float().flatten(0, 1),
-            batch.targets.flatten(),
-            ignore_index=IGNORE,
-            reduction=reduction,
+            logits.float().transpose(1, 2), batch.targets, ignore_index=IGNORE, reduction="none"
         )
+
+    def forward(self, batch: CharBatch) -> tuple[Tensor, int]:
+        """Negative log-likelihood summed over the batch's predicted chars, and their count."""
+        return self.nll(batch).sum(), int(batch.lengths.sum())
 
     @torch.no_grad()
     def generate(
@@ -141,33 +150,40 @@ class CharLanguageModel(nn.Module):
         if not prompt:
             raise ValueError("generate needs a prompt of at least one char")
         device = self.output.weight.device
-        logits, state = self(torch.tensor([prompt], device=device))
+        logits, state = self.logits(torch.tensor([prompt], device=device))
         out = []
         for _ in range(length):
             scores = logits[:, -1].float()
             scores[:, list(banned)] = float("-inf")
             next_id = sample_next(scores, temperature, top_k, top_p, generator)
             out.append(next_id)
-            logits, state = self(next_id.unsqueeze(1), state)
+            logits, state = self.logits(next_id.unsqueeze(1), state)
         return torch.cat(out).tolist() if out else []
 
 
-def evaluate(model: CharLanguageModel, batches) -> dict:
+def predict(model: CharLanguageModel, batch: CharBatch) -> list[tuple[float, int]]:
+    """Summed negative log-likelihood (nats) and predicted chars of each window."""
+    sums = model.nll(batch).sum(1).double().cpu().tolist()
+    return list(zip(sums, batch.lengths.tolist(), strict=True))
+
+
+def score(outputs: list[tuple[float, int]], split: Split) -> dict:
     """Bits per character, perplexity and mean loss (nats) over every predicted char."""
-    total, count = None, 0
-    for batch in batches:
-        loss = model.loss(batch, reduction="sum")
-        total = loss if total is None else total + loss
-        count += int(batch.lengths.sum())
-    if total is None or count == 0:
-        raise ValueError("nothing to evaluate")
-    nats = float(total) / count
+    count = sum(n for _, n in outputs)
+    if count == 0:
+        raise ValueError("nothing to score")
+    nats = sum(total for total, _ in outputs) / count
     return {
         "bpc": round(nats / math.log(2), 4),
         "perplexity": round(math.exp(nats), 4),
         "loss": round(nats, 4),
         "chars": count,
     }
+
+
+def window_split(windows: CharWindows) -> Split:
+    """Windows of a text as a split (its examples are the window positions)."""
+    return Split(range(len(windows)), windows.lengths, windows)
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -204,9 +220,10 @@ def read_corpus(data: CharLMDataConfig) -> tuple[str, str, str]:
     return train_text, dev_text, f"{path} (last {data.dev_fraction:.0%})"
 
 
-def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
-    """Read the text, build the char vocabulary, the windows and the model."""
+def setup(cfg: DictConfig, run_dir: Path | None):
+    """Read the text, build the char vocabulary, the windows and the model: the training Job."""
     data, model_cfg, _, trainer = task_configs(cfg, run_dir, CharLMDataConfig, CharLMModelConfig)
+    monitor = task_monitor(cfg, METRICS)
     if data.seq_len < 1:
         raise ConfigError(f"data.seq_len must be at least 1, got {data.seq_len}")
     train_text, dev_text, dev_name = read_corpus(data)
@@ -223,32 +240,29 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
         len(dev_windows),
         data.seq_len,
     )
-    model = CharLanguageModel(model_cfg, len(chars))
-    log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
-    config = trainer.config
-    return TrainingRun(
-        model=model,
-        train_loader=bucketed_loader(
-            train_windows, train_windows.lengths, config.batch_size, shuffle=True, seed=config.seed
-        ),
-        dev_loader=bucketed_loader(
-            dev_windows, dev_windows.lengths, config.eval_batch_size, shuffle=False
-        ),
-        evaluate=evaluate,
-        meta={"task": "charlm", "config": config_snapshot(cfg), "chars": chars.to_list()},
-        trainer=trainer,
+    job = Job(
+        model=CharLanguageModel(model_cfg, len(chars)),
+        train=window_split(train_windows),
+        dev=window_split(dev_windows),
+        predict=predict,
+        score=score,
+        monitor=monitor,
+        bundle=make_bundle(cfg, {"chars": chars}),
     )
+    return job, trainer
 
 
 def train(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=train``: fit on data.train, select on dev bits per character; a sample of
     the best model goes to the run folder (``sample.txt``)."""
-    run = setup(cfg, run_dir)
-    best = run.fit()
+    job, trainer = setup(cfg, run_dir)
+    best = fit(job, trainer)
     report({k: best[k] for k in REPORTED}, run_dir / "metrics.json")
+    if not distributed.is_main():
+        return
     sample = _sample_config(cfg)
-    chars = Vocab.from_list(run.meta["chars"])
-    text = _continue(run.model, chars, _start(chars), sample, run.trainer)
+    chars = Vocab.from_list(job.bundle.vocabs["chars"])
+    text = _continue(job.model, chars, _start(chars), sample, trainer)
     (run_dir / "sample.txt").write_text(text + "\n", encoding="utf-8")
     log.info("a %d-char sample of the best model is in %s", sample.length, run_dir / "sample.txt")
 
@@ -271,12 +285,12 @@ def _start(chars: Vocab) -> str:
     return "\n" if "\n" in chars else chars.itos[2]
 
 
-def load_model(payload: dict) -> tuple[CharLanguageModel, Vocab, CharLMDataConfig]:
+def load_model(checkpoint) -> tuple[CharLanguageModel, Vocab, CharLMDataConfig]:
     """Rebuild the language model of a checkpoint, its char vocabulary and data config."""
-    config = payload["meta"]["config"]
-    chars = Vocab.from_list(payload["meta"]["chars"])
+    config = checkpoint.bundle.config
+    chars = Vocab.from_list(checkpoint.bundle.vocabs["chars"])
     model = CharLanguageModel(to_dataclass(CharLMModelConfig, config["model"], "model"), len(chars))
-    model.load_state_dict(payload["model"])
+    load_weights(model, checkpoint)
     return model, chars, to_dataclass(CharLMDataConfig, config["data"], "data")
 
 
@@ -309,14 +323,11 @@ def test(cfg: DictConfig, run_dir: Path) -> None:
     if not len(windows):
         raise DataError(path, None, "test file needs at least two characters")
     trainer = make_trainer(cfg, None)
-    loader = bucketed_loader(
-        windows, windows.lengths, trainer.config.eval_batch_size, shuffle=False
-    )
-    scores = trainer.evaluate(model, loader, evaluate)
+    scores = trainer.evaluate(model, window_split(windows), predict, score)
     report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
 
 
-def predict(cfg: DictConfig, run_dir: Path) -> None:
+def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=predict ckpt=PATH [sample.prompt=TEXT | input=FILE] [output=FILE]``: for each
     prompt (``sample.prompt``, else each non-empty input line), the prompt and its sampled
     continuation, followed by a blank line."""
@@ -343,3 +354,6 @@ def predict(cfg: DictConfig, run_dir: Path) -> None:
         for _, _, prompt in prompts:
             out.write(_continue(model, chars, prompt, sample, trainer) + "\n\n")
     log.info("sampled %d continuations of %d chars", len(prompts), sample.length)
+
+
+MODES = {"train": train, "test": test, "predict": predict_mode}

@@ -1,4 +1,4 @@
-"""Plumbing every task shares: config sections, files, reporting results."""
+"""Plumbing every task shares: typed configs, the Trainer, checkpoints, files, results."""
 
 from __future__ import annotations
 
@@ -8,88 +8,110 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from omegaconf import DictConfig
-from torch import nn
-from torch.utils.data import DataLoader
 
+from nlp_lstm.checkpoint import Bundle, Checkpoint, load_checkpoint
 from nlp_lstm.config import plain, to_dataclass
-from nlp_lstm.data.errors import DataError, UserError
+from nlp_lstm.contract import Job, Monitor, choose_monitor
 from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
 from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.errors import DataError, UserError
+from nlp_lstm.files import atomic_write_text
 from nlp_lstm.modules.embeddings import TokenEmbedder
-from nlp_lstm.train.checkpoint import load_checkpoint
-from nlp_lstm.train.trainer import Evaluate, Trainer, TrainerConfig, seed_everything
+from nlp_lstm.train import distributed
+from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
 
 log = logging.getLogger(__name__)
 D = TypeVar("D")
 M = TypeVar("M")
 
+SECTIONS = ("task", "data", "model", "embeddings", "trainer")
+
 
 @dataclass
-class TrainingRun:
-    """What a task's ``setup`` builds from the config and hands to the Trainer."""
+class TaskConfig:
+    """The ``task`` section: which task, and which of its metrics to select on."""
 
-    model: nn.Module
-    train_loader: DataLoader
-    dev_loader: DataLoader
-    evaluate: Evaluate
-    meta: dict[str, Any]  # saved in checkpoints: task, config, vocabularies
-    trainer: Trainer
+    name: str
+    monitor: str
 
-    def fit(self) -> dict[str, Any]:
-        """Train; returns the best dev metrics, with the best weights left in the model."""
-        best = self.trainer.fit(
-            self.model, self.train_loader, self.dev_loader, self.evaluate, self.meta
-        )
-        monitor = self.trainer.monitor
-        log.info(
-            "best dev %s %.2f (epoch %d)", monitor, best[monitor], self.trainer.state.best_epoch
-        )
-        return best
+
+def task_monitor(cfg: DictConfig, metrics: dict[str, Literal["max", "min"]]) -> Monitor:
+    """The monitored metric of ``cfg.task``, checked against the task's own metrics."""
+    task = to_dataclass(TaskConfig, cfg.task, "task")
+    return choose_monitor(task.monitor, metrics, task.name)
 
 
 def task_configs(
     cfg: DictConfig, run_dir: Path | None, data_class: type[D], model_class: type[M]
 ) -> tuple[D, M, EmbeddingsConfig, Trainer]:
     """A task's typed ``data``, ``model`` and ``embeddings`` configs and its Trainer, with
-    every random generator seeded from ``trainer.seed``."""
+    every random generator seeded from ``trainer.seed`` (plus the rank under torchrun, so
+    each process draws its own dropout masks)."""
     data = to_dataclass(data_class, cfg.data, "data")
     model = to_dataclass(model_class, cfg.model, "model")
+    embeddings = to_dataclass(EmbeddingsConfig, cfg.embeddings, "embeddings")
     trainer = make_trainer(cfg, run_dir)
     seed_everything(trainer.config.seed)
-    return data, model, embeddings_config(cfg), trainer
-
-
-def saved_configs(
-    payload: dict[str, Any], data_class: type[D], model_class: type[M]
-) -> tuple[D, M, EmbeddingsConfig, Vocab, torch.Tensor]:
-    """From a checkpoint: its typed ``data``, ``model`` and ``embeddings`` configs, its word
-    vocabulary and a zero word matrix of the trained shape (``load_state_dict`` fills it)."""
-    config = payload["meta"]["config"]
-    words = Vocab.from_list(payload["meta"]["words"])
-    placeholder = torch.zeros(len(words), payload["model"]["embedder.words.weight"].shape[1])
-    return (
-        to_dataclass(data_class, config["data"], "data"),
-        to_dataclass(model_class, config["model"], "model"),
-        to_dataclass(EmbeddingsConfig, config["embeddings"], "embeddings"),
-        words,
-        placeholder,
-    )
+    return data, model, embeddings, trainer
 
 
 def make_trainer(cfg: DictConfig, run_dir: Path | None) -> Trainer:
-    """The Trainer for this run, from ``cfg.trainer`` and the task's monitored metric."""
-    config = to_dataclass(TrainerConfig, cfg.trainer, "trainer")
-    return Trainer(
-        config, run_dir, monitor=cfg.task.monitor, mode=cfg.task.get("monitor_mode", "max")
+    """The Trainer for this run, from ``cfg.trainer``."""
+    return Trainer(to_dataclass(TrainerConfig, cfg.trainer, "trainer"), run_dir)
+
+
+def fit(job: Job, trainer: Trainer) -> dict[str, Any]:
+    """Train the job; returns the best dev metrics, with the best weights in the model."""
+    log.info(
+        "model: %s parameters\n%s", f"{sum(p.numel() for p in job.model.parameters()):,}", job.model
+    )
+    best = trainer.fit(job)
+    name = job.monitor.name
+    log.info("best dev %s %.4g (epoch %d)", name, best[name], trainer.state.best_epoch)
+    return best
+
+
+def make_bundle(cfg: DictConfig, vocabs: dict[str, Vocab], **extras: Any) -> Bundle:
+    """The checkpoint bundle of a run: its resolved config, vocabularies and extras."""
+    return Bundle(
+        task=cfg.task.name,
+        config={k: plain(cfg[k]) for k in SECTIONS if k in cfg},
+        vocabs={name: vocab.to_list() for name, vocab in vocabs.items()},
+        extras=extras,
     )
 
 
-def embeddings_config(cfg: DictConfig) -> EmbeddingsConfig:
-    return to_dataclass(EmbeddingsConfig, cfg.embeddings, "embeddings")
+def saved_configs(
+    checkpoint: Checkpoint, data_class: type[D], model_class: type[M]
+) -> tuple[D, M, EmbeddingsConfig]:
+    """The typed ``data``, ``model`` and ``embeddings`` configs a checkpoint was trained with."""
+    config = checkpoint.bundle.config
+    return (
+        to_dataclass(data_class, config["data"], "data"),
+        to_dataclass(model_class, config["model"], "model"),
+        to_dataclass(EmbeddingsConfig, config.get("embeddings", {}), "embeddings"),
+    )
+
+
+def word_placeholder(words: Vocab, embeddings: EmbeddingsConfig) -> torch.Tensor:
+    """A zero word matrix of the trained shape, for ``load_state_dict`` to fill."""
+    return torch.zeros(len(words), embeddings.dim)
+
+
+def load_weights(model: torch.nn.Module, checkpoint: Checkpoint) -> None:
+    """Load a checkpoint's weights, with a one-line error when they do not fit the model."""
+    try:
+        model.load_state_dict(checkpoint.model)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise UserError(
+            f"{checkpoint.path}: weights do not fit the model its config describes "
+            f"({first[1].strip() if len(first) > 1 else first[0]})"
+        ) from None
 
 
 def require_file(path: str | None, what: str, hint: str) -> Path:
@@ -102,32 +124,21 @@ def require_file(path: str | None, what: str, hint: str) -> Path:
     return resolved
 
 
-def checkpoint_for(cfg: DictConfig, task: str) -> dict[str, Any]:
+def checkpoint_for(cfg: DictConfig, task: str) -> Checkpoint:
     """Load ``ckpt=PATH`` and check it was trained for ``task``."""
     if not cfg.ckpt:
         raise UserError(f"mode={cfg.mode} needs ckpt=PATH (a checkpoints/best.pt of a {task} run)")
-    payload = load_checkpoint(cfg.ckpt)
-    if payload["meta"].get("task") != task:
-        raise UserError(
-            f"{cfg.ckpt}: a checkpoint of task {payload['meta'].get('task')!r}, not {task!r}"
-        )
-    return payload
+    return load_checkpoint(cfg.ckpt, task)
 
 
 def report(metrics: dict[str, Any], path: Path) -> None:
-    """Write metrics as JSON to ``path`` and print them as one JSON line on stdout."""
+    """Write metrics as JSON to ``path`` and print them as one JSON line on stdout (the
+    main rank only)."""
+    if not distributed.is_main():
+        return
     text = json.dumps(metrics, sort_keys=False)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, text + "\n")
     print(text, flush=True)
-
-
-def config_snapshot(cfg: DictConfig) -> dict[str, Any]:
-    """The resolved config as plain data, to store in checkpoints."""
-    return {
-        k: plain(cfg[k]) for k in ("task", "data", "model", "embeddings", "trainer") if k in cfg
-    }
 
 
 def input_lines_path(cfg: DictConfig, run_dir: Path) -> Path:

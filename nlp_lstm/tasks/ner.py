@@ -15,10 +15,10 @@ from typing import Literal
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.data.batching import bucketed_loader, lengths_mask, pad
+from nlp_lstm.contract import Job, Split
+from nlp_lstm.data.batching import lengths_mask, pad
 from nlp_lstm.data.conll import (
     Sentence,
     allowed_transitions,
@@ -29,24 +29,27 @@ from nlp_lstm.data.conll import (
     read_tokenized_text,
     to_iob2,
 )
-from nlp_lstm.data.errors import DataError
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.errors import DataError
 from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import CRFImpl, TaggingHead
 from nlp_lstm.tasks.common import (
-    TrainingRun,
     checkpoint_for,
-    config_snapshot,
     extend_with_pretrained,
+    fit,
     input_lines_path,
+    load_weights,
+    make_bundle,
     make_trainer,
     output_stream,
     report,
     require_file,
     saved_configs,
     task_configs,
+    task_monitor,
+    word_placeholder,
 )
 from nlp_lstm.train.metrics import entity_scores, per_type_table
 
@@ -89,6 +92,10 @@ class NERModelConfig:
     word_dropout: float = 0.05
     crf: bool = True
     crf_impl: CRFImpl = "fast"
+
+
+SCHEMAS = {"data": NERDataConfig, "model": NERModelConfig}  # conf/ holds what differs
+METRICS = {"f1": "max", "precision": "max", "recall": "max"}
 
 
 # ---------------------------------------------------------------------------- batches
@@ -163,10 +170,13 @@ class TaggingCollator:
         )
 
 
-def make_loader(
-    collator: TaggingCollator, batch_size: int, shuffle: bool, seed: int = 0
-) -> DataLoader:
-    return bucketed_loader(collator, collator.lengths, batch_size, shuffle, seed)
+def tagging_split(
+    sentences: list[Sentence], tag_ids: list[list[int]] | None, words: Vocab, chars: Vocab
+) -> Split:
+    """A split of sentences (their gold tags, if any, in IOB2) for the Trainer."""
+    tokens = [s.tokens for s in sentences]
+    collator = TaggingCollator(tokens, tag_ids, words, chars)
+    return Split(sentences, collator.lengths, collator)
 
 
 # ---------------------------------------------------------------------------- model
@@ -211,39 +221,34 @@ class BiLSTMCRFTagger(nn.Module):
 
     def states(self, batch: TaggingBatch) -> Tensor:
         embedded = self.embedder(batch.words, batch.chars, batch.char_index, batch.char_lengths)
-        return self.encoder(embedded, batch.lengths).states
+        return self.encoder(embedded, batch.lengths, batch.mask).states
 
-    def loss(self, batch: TaggingBatch) -> Tensor:
-        return self.head.loss(self.states(batch), batch.tags, batch.mask)
+    def forward(self, batch: TaggingBatch) -> tuple[Tensor, int]:
+        """Negative log-likelihood summed over the batch's sentences, and their count."""
+        return self.head.loss(self.states(batch), batch.tags, batch.mask), batch.mask.shape[0]
 
     def decode(self, batch: TaggingBatch) -> Tensor:
+        """Best tag ids ``(B, T)`` (constrained Viterbi with a CRF), 0 at padding."""
         return self.head.decode(self.states(batch), batch.mask)
 
 
-def decode_all(model: BiLSTMCRFTagger, batches, count: int) -> list[list[int] | None]:
-    """Tag ids for every sentence, in dataset order (None for sentences not decoded)."""
-    out: list[list[int] | None] = [None] * count
-    for batch in batches:
-        paths = model.decode(batch).cpu().tolist()
-        for index, path, length in zip(
-            batch.indices.tolist(), paths, batch.lengths.tolist(), strict=True
-        ):
-            out[index] = path[:length]
-    return out
+def predict(model: BiLSTMCRFTagger, batch: TaggingBatch) -> list[list[int]]:
+    """Tag ids of each sentence of the batch."""
+    paths = model.decode(batch).cpu().tolist()
+    return [path[:length] for path, length in zip(paths, batch.lengths.tolist(), strict=True)]
 
 
-def make_evaluate(gold_iob2: list[list[str]], tags: Vocab, scheme: str):
-    """``evaluate(model, batches)`` computing entity scores against IOB2 gold tags."""
+def make_score(tags: Vocab, scheme: str):
+    """``score(outputs, split)``: entity P/R/F1 of predicted tag ids against the split's
+    gold IOB2 tags."""
 
-    def evaluate(model, batches) -> dict:
-        decoded = decode_all(model, batches, len(gold_iob2))
-        pairs = [(g, d) for g, d in zip(gold_iob2, decoded, strict=True) if d is not None]
-        predicted = [to_iob2(tags.decode(d), scheme) for _, d in pairs]
-        scores = entity_scores([g for g, _ in pairs], predicted)
+    def score(outputs: list[list[int]], split: Split) -> dict:
+        predicted = [to_iob2(tags.decode(path), scheme) for path in outputs]
+        scores = entity_scores([s.tags for s in split.examples], predicted)
         log.info("entity scores:\n%s", per_type_table(scores))
         return scores
 
-    return evaluate
+    return score
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -257,14 +262,16 @@ def _data_config(cfg: DictConfig) -> NERDataConfig:
     return to_dataclass(NERDataConfig, cfg.data, "data")
 
 
-def _gold_iob2(sentences: list[Sentence]) -> list[list[str]]:
+def _with_iob2_tags(sentences: list[Sentence]) -> list[Sentence]:
+    """The sentences with their gold tags in IOB2, the scheme scores are computed in."""
     scheme = detect_scheme([s.tags for s in sentences])
-    return [to_iob2(s.tags, scheme) for s in sentences]
+    return [Sentence(s.tokens, to_iob2(s.tags, scheme), s.line) for s in sentences]
 
 
-def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
-    """Read the corpus, build vocabularies, vectors, loaders and the model."""
+def setup(cfg: DictConfig, run_dir: Path | None):
+    """Read the corpus, build vocabularies, vectors and the model: the training Job."""
     data, model_cfg, emb_cfg, trainer = task_configs(cfg, run_dir, NERDataConfig, NERModelConfig)
+    monitor = task_monitor(cfg, METRICS)
 
     train_path = require_file(data.train, "training file (data.train)", CORPUS_HINT)
     dev_path = require_file(data.dev, "dev file (data.dev)", CORPUS_HINT)
@@ -294,35 +301,27 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
     log.info("embeddings %s: %s", emb_cfg.name, coverage.summary())
     chars = Vocab.from_counts(Counter(c for s in train_sents for token in s.tokens for c in token))
 
-    train_ids = [tag_vocab.encode(t) for t in train_tags]
-    train_collator = TaggingCollator([s.tokens for s in train_sents], train_ids, words, chars)
-    dev_collator = TaggingCollator([s.tokens for s in dev_sents], None, words, chars)
     model = BiLSTMCRFTagger(
         model_cfg, vectors, emb_cfg, len(chars), tag_vocab.itos, data.tag_scheme
     )
-    log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
-    return TrainingRun(
+    job = Job(
         model=model,
-        train_loader=make_loader(
-            train_collator, trainer.config.batch_size, shuffle=True, seed=trainer.config.seed
+        train=tagging_split(train_sents, [tag_vocab.encode(t) for t in train_tags], words, chars),
+        dev=tagging_split(_with_iob2_tags(dev_sents), None, words, chars),
+        predict=predict,
+        score=make_score(tag_vocab, data.tag_scheme),
+        monitor=monitor,
+        bundle=make_bundle(
+            cfg, {"words": words, "chars": chars, "tags": tag_vocab}, scheme=data.tag_scheme
         ),
-        dev_loader=make_loader(dev_collator, trainer.config.eval_batch_size, shuffle=False),
-        evaluate=make_evaluate(_gold_iob2(dev_sents), tag_vocab, data.tag_scheme),
-        meta={
-            "task": "ner",
-            "config": config_snapshot(cfg),
-            "words": words.to_list(),
-            "chars": chars.to_list(),
-            "tags": tag_vocab.to_list(),
-            "scheme": data.tag_scheme,
-        },
-        trainer=trainer,
     )
+    return job, trainer
 
 
 def train(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=train``: fit on data.train, select on data.dev, write the run folder."""
-    report(setup(cfg, run_dir).fit(), run_dir / "metrics.json")
+    job, trainer = setup(cfg, run_dir)
+    report(fit(job, trainer), run_dir / "metrics.json")
 
 
 # ---------------------------------------------------------------------------- inference
@@ -338,28 +337,27 @@ class LoadedTagger:
     embeddings: EmbeddingsConfig
     extend_vocab: bool
 
-    def loader(self, sentences: list[list[str]], batch_size: int) -> DataLoader:
-        """Batches of new sentences; unseen words with a pretrained vector get it first."""
+    def split(self, sentences: list[Sentence]) -> Split:
+        """A split of new sentences; unseen words with a pretrained vector get it first."""
         if self.extend_vocab:
             self.words = extend_with_pretrained(
-                self.words, self.model.embedder, sentences, self.embeddings
+                self.words, self.model.embedder, [s.tokens for s in sentences], self.embeddings
             )
-        return make_loader(
-            TaggingCollator(sentences, None, self.words, self.chars), batch_size, shuffle=False
-        )
+        return tagging_split(sentences, None, self.words, self.chars)
 
 
-def load_tagger(payload: dict) -> LoadedTagger:
+def load_tagger(checkpoint) -> LoadedTagger:
     """Rebuild the tagger of a checkpoint without any training data."""
-    data, model_cfg, emb_cfg, words, placeholder = saved_configs(
-        payload, NERDataConfig, NERModelConfig
+    data, model_cfg, emb_cfg = saved_configs(checkpoint, NERDataConfig, NERModelConfig)
+    vocabs, scheme = checkpoint.bundle.vocabs, checkpoint.bundle.extras["scheme"]
+    words = Vocab.from_list(vocabs["words"])
+    chars = Vocab.from_list(vocabs["chars"])
+    tags = Vocab.from_list(vocabs["tags"], specials=())
+    model = BiLSTMCRFTagger(
+        model_cfg, word_placeholder(words, emb_cfg), emb_cfg, len(chars), tags.itos, scheme
     )
-    meta = payload["meta"]
-    chars = Vocab.from_list(meta["chars"])
-    tags = Vocab.from_list(meta["tags"], specials=())
-    model = BiLSTMCRFTagger(model_cfg, placeholder, emb_cfg, len(chars), tags.itos, meta["scheme"])
-    model.load_state_dict(payload["model"])
-    return LoadedTagger(model, words, chars, tags, meta["scheme"], emb_cfg, data.extend_vocab)
+    load_weights(model, checkpoint)
+    return LoadedTagger(model, words, chars, tags, scheme, emb_cfg, data.extend_vocab)
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
@@ -367,17 +365,15 @@ def test(cfg: DictConfig, run_dir: Path) -> None:
     tagger = load_tagger(checkpoint_for(cfg, "ner"))
     data = _data_config(cfg)
     path = require_file(data.test, "test file (data.test)", CORPUS_HINT)
-    sentences = _read(path, data, "test file")
-    tokens = [s.tokens for s in sentences]
+    sentences = _with_iob2_tags(_read(path, data, "test file"))
     trainer = make_trainer(cfg, None)
-    loader = tagger.loader(tokens, trainer.config.eval_batch_size)
     scores = trainer.evaluate(
-        tagger.model, loader, make_evaluate(_gold_iob2(sentences), tagger.tags, tagger.scheme)
+        tagger.model, tagger.split(sentences), predict, make_score(tagger.tags, tagger.scheme)
     )
     report(scores, run_dir / "test_metrics.json")
 
 
-def predict(cfg: DictConfig, run_dir: Path) -> None:
+def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=predict ckpt=PATH input=FILE output=FILE``: tag raw text (a sentence a line)
     or a CoNLL file, writing ``token<TAB>tag`` lines and a blank line between sentences."""
     tagger = load_tagger(checkpoint_for(cfg, "ner"))
@@ -387,15 +383,15 @@ def predict(cfg: DictConfig, run_dir: Path) -> None:
     sentences = _read(path, data, "input file") if is_conll else read_tokenized_text(path)
     if not sentences:
         raise DataError(path, None, "input holds no sentences")
-    tokens = [s.tokens for s in sentences]
     trainer = make_trainer(cfg, None)
-    loader = tagger.loader(tokens, trainer.config.eval_batch_size)
-    decoded = trainer.evaluate(tagger.model, loader, lambda m, b: decode_all(m, b, len(tokens)))
+    tagged, paths = trainer.predict(tagger.model, tagger.split(sentences), predict)
     with output_stream(cfg) as out:
-        for sentence, path_ids in zip(tokens, decoded, strict=True):
-            for token, tag in zip(
-                sentence, to_iob2(tagger.tags.decode(path_ids), tagger.scheme), strict=True
-            ):
+        for sentence, path_ids in zip(tagged.examples, paths, strict=True):
+            tags = to_iob2(tagger.tags.decode(path_ids), tagger.scheme)
+            for token, tag in zip(sentence.tokens, tags, strict=True):
                 out.write(f"{token}\t{tag}\n")
             out.write("\n")
-    log.info("tagged %d sentences (%s input)", len(tokens), "CoNLL" if is_conll else "raw text")
+    log.info("tagged %d sentences (%s input)", len(paths), "CoNLL" if is_conll else "raw text")
+
+
+MODES = {"train": train, "test": test, "predict": predict_mode}

@@ -15,34 +15,38 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.data.batching import bucketed_loader, lengths_mask, pad
-from nlp_lstm.data.errors import DataError, read_lines
+from nlp_lstm.contract import Job, Split
+from nlp_lstm.data.batching import lengths_mask, pad
 from nlp_lstm.data.tables import LabelledTexts, Tokenizer, read_hub, read_labelled, tokenize
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.errors import DataError
+from nlp_lstm.files import read_lines
 from nlp_lstm.modules.embeddings import TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import ClassifierHead
 from nlp_lstm.modules.pooling import PoolingKind
 from nlp_lstm.tasks.common import (
-    TrainingRun,
     checkpoint_for,
-    config_snapshot,
     extend_with_pretrained,
+    fit,
     input_lines_path,
+    load_weights,
+    make_bundle,
     make_trainer,
     output_stream,
     report,
     require_file,
     saved_configs,
     task_configs,
+    task_monitor,
+    word_placeholder,
 )
+from nlp_lstm.train import distributed
 from nlp_lstm.train.metrics import classification_scores
 from nlp_lstm.train.plots import plot_confusion
-from nlp_lstm.train.trainer import Evaluate
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +87,10 @@ class SentimentModelConfig:
     pooling: PoolingKind = "attention"
     classifier_hidden: int = 0
     word_dropout: float = 0.0
+
+
+SCHEMAS = {"data": SentimentDataConfig, "model": SentimentModelConfig}  # conf/ holds what differs
+METRICS = {"accuracy": "max", "macro_f1": "max"}
 
 
 @dataclass
@@ -150,43 +158,54 @@ class AttentionClassifier(nn.Module):
             self.encoder.output_size, num_classes, config.classifier_hidden, config.dropout
         )
 
-    def forward(self, batch: TextBatch) -> tuple[Tensor, Tensor | None]:
+    def scores(self, batch: TextBatch) -> tuple[Tensor, Tensor | None]:
         """Class scores ``(B, C)`` and attention weights ``(B, T)`` (None without attention)."""
         out = self.encoder(self.embedder(batch.words), batch.lengths, batch.mask)
         return self.head(out.pooled), out.attention
 
-    def loss(self, batch: TextBatch) -> Tensor:
-        return F.cross_entropy(self(batch)[0].float(), batch.labels)
+    def forward(self, batch: TextBatch) -> tuple[Tensor, int]:
+        """Cross-entropy summed over the batch's sentences, and their count."""
+        logits, _ = self.scores(batch)
+        return F.cross_entropy(logits.float(), batch.labels, reduction="sum"), len(batch.labels)
 
 
-def classify_all(
-    model: AttentionClassifier, batches, count: int
-) -> tuple[list[int], list[list[float]], list[list[float] | None]]:
-    """Predicted class, class probabilities and attention weights for every sentence, in order."""
-    predicted: list[int] = [0] * count
-    probabilities: list[list[float]] = [[] for _ in range(count)]
-    attention: list[list[float] | None] = [None] * count
-    for batch in batches:
-        logits, weights = model(batch)
-        probs = torch.softmax(logits.float(), -1).cpu()
-        rows = weights.float().cpu().tolist() if weights is not None else [None] * len(probs)
-        for index, p, w, length in zip(
-            batch.indices.tolist(), probs.tolist(), rows, batch.lengths.tolist(), strict=True
-        ):
-            predicted[index] = max(range(len(p)), key=p.__getitem__)
-            probabilities[index] = p
-            attention[index] = w[:length] if w is not None else None
-    return predicted, probabilities, attention
+@dataclass
+class Classified:
+    """One sentence's predicted class, class probabilities and attention weights."""
+
+    label: int
+    probabilities: list[float]
+    attention: list[float] | None
 
 
-def make_evaluate(gold: list[int], num_classes: int) -> Evaluate:
-    """``evaluate(model, batches)``: accuracy, macro-F1, n and the confusion matrix."""
+def predict(model: AttentionClassifier, batch: TextBatch) -> list[Classified]:
+    """Class, probabilities and attention weights of each sentence of the batch."""
+    logits, weights = model.scores(batch)
+    probs = torch.softmax(logits.float(), -1).cpu().tolist()
+    rows = weights.float().cpu().tolist() if weights is not None else [None] * len(probs)
+    return [
+        Classified(max(range(len(p)), key=p.__getitem__), p, w[:n] if w is not None else None)
+        for p, w, n in zip(probs, rows, batch.lengths.tolist(), strict=True)
+    ]
 
-    def evaluate(model, batches) -> dict:
-        predicted, _, _ = classify_all(model, batches, len(gold))
-        return classification_scores(gold, predicted, num_classes)
 
-    return evaluate
+def make_score(num_classes: int):
+    """``score(outputs, split)``: accuracy, macro-F1, n and the confusion matrix against the
+    split's gold label ids."""
+
+    def score(outputs: list[Classified], split: Split) -> dict:
+        return classification_scores(list(split.examples), [o.label for o in outputs], num_classes)
+
+    return score
+
+
+def text_split(
+    sentences: list[list[str]], labels: list[int] | None, words: Vocab, examples=None
+) -> Split:
+    """A split of tokenised sentences for the Trainer; its examples are the gold label ids,
+    or ``examples`` (for unlabelled text, whatever identifies each line)."""
+    collator = TextCollator(sentences, labels, words)
+    return Split(examples if examples is not None else labels, collator.lengths, collator)
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -235,11 +254,12 @@ def _sorted_labels(values: set[str]) -> list[str]:
     return sorted(values, key=int) if numeric else sorted(values)
 
 
-def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
-    """Read the tables, build vocabulary, label set, vectors, loaders and the model."""
+def setup(cfg: DictConfig, run_dir: Path | None):
+    """Read the tables, build vocabulary, label set, vectors and the model: the training Job."""
     data, model_cfg, emb_cfg, trainer = task_configs(
         cfg, run_dir, SentimentDataConfig, SentimentModelConfig
     )
+    monitor = task_monitor(cfg, METRICS)
 
     train_texts = read_split(data, "train")
     dev_texts = read_split(data, "dev")
@@ -267,42 +287,25 @@ def setup(cfg: DictConfig, run_dir: Path | None) -> TrainingRun:
     )
     log.info("embeddings %s: %s", emb_cfg.name, coverage.summary())
 
-    train_collator = TextCollator(train_texts.tokens, label_ids(train_texts, labels), words)
-    dev_gold = label_ids(dev_texts, labels)
-    dev_collator = TextCollator(dev_texts.tokens, None, words)
-    model = AttentionClassifier(model_cfg, vectors, emb_cfg, len(labels))
-    log.info("model: %s parameters\n%s", f"{sum(p.numel() for p in model.parameters()):,}", model)
-    config = trainer.config
-    return TrainingRun(
-        model=model,
-        train_loader=bucketed_loader(
-            train_collator,
-            train_collator.lengths,
-            config.batch_size,
-            shuffle=True,
-            seed=config.seed,
-        ),
-        dev_loader=bucketed_loader(
-            dev_collator, dev_collator.lengths, config.eval_batch_size, shuffle=False
-        ),
-        evaluate=make_evaluate(dev_gold, len(labels)),
-        meta={
-            "task": "sentiment",
-            "config": config_snapshot(cfg),
-            "words": words.to_list(),
-            "labels": labels.to_list(),
-        },
-        trainer=trainer,
+    job = Job(
+        model=AttentionClassifier(model_cfg, vectors, emb_cfg, len(labels)),
+        train=text_split(train_texts.tokens, label_ids(train_texts, labels), words),
+        dev=text_split(dev_texts.tokens, label_ids(dev_texts, labels), words),
+        predict=predict,
+        score=make_score(len(labels)),
+        monitor=monitor,
+        bundle=make_bundle(cfg, {"words": words, "labels": labels}),
     )
+    return job, trainer
 
 
 def train(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=train``: fit on data.train, select on dev accuracy, write the run folder."""
-    run = setup(cfg, run_dir)
-    best = run.fit()
-    plot_confusion(
-        best["confusion"], run.meta["labels"], run_dir / "confusion.png", "dev (best epoch)"
-    )
+    job, trainer = setup(cfg, run_dir)
+    best = fit(job, trainer)
+    if distributed.is_main():
+        labels = job.bundle.vocabs["labels"]
+        plot_confusion(best["confusion"], labels, run_dir / "confusion.png", "dev (best epoch)")
     report({k: best[k] for k in REPORTED}, run_dir / "metrics.json")
 
 
@@ -317,24 +320,22 @@ class LoadedClassifier:
     data: SentimentDataConfig
     embeddings: EmbeddingsConfig
 
-    def loader(self, sentences: list[list[str]], batch_size: int) -> DataLoader:
-        """Batches of new sentences; unseen words with a pretrained vector get it first."""
+    def split(self, sentences: list[list[str]], labels=None, examples=None) -> Split:
+        """A split of new sentences; unseen words with a pretrained vector get it first."""
         if self.data.extend_vocab:
             self.words = extend_with_pretrained(
                 self.words, self.model.embedder, sentences, self.embeddings
             )
-        collator = TextCollator(sentences, None, self.words)
-        return bucketed_loader(collator, collator.lengths, batch_size, shuffle=False)
+        return text_split(sentences, labels, self.words, examples)
 
 
-def load_classifier(payload: dict) -> LoadedClassifier:
+def load_classifier(checkpoint) -> LoadedClassifier:
     """Rebuild the classifier of a checkpoint without any training data."""
-    data, model_cfg, emb_cfg, words, placeholder = saved_configs(
-        payload, SentimentDataConfig, SentimentModelConfig
-    )
-    labels = Vocab.from_list(payload["meta"]["labels"], specials=())
-    model = AttentionClassifier(model_cfg, placeholder, emb_cfg, len(labels))
-    model.load_state_dict(payload["model"])
+    data, model_cfg, emb_cfg = saved_configs(checkpoint, SentimentDataConfig, SentimentModelConfig)
+    words = Vocab.from_list(checkpoint.bundle.vocabs["words"])
+    labels = Vocab.from_list(checkpoint.bundle.vocabs["labels"], specials=())
+    model = AttentionClassifier(model_cfg, word_placeholder(words, emb_cfg), emb_cfg, len(labels))
+    load_weights(model, checkpoint)
     return LoadedClassifier(model, words, labels, data, emb_cfg)
 
 
@@ -345,15 +346,17 @@ def test(cfg: DictConfig, run_dir: Path) -> None:
     # tokenise as in training; the fields and the file come from this run's config
     data.tokenizer, data.lowercase = classifier.data.tokenizer, classifier.data.lowercase
     texts = read_split(data, "test")
-    gold = label_ids(texts, classifier.labels)
+    split = classifier.split(texts.tokens, label_ids(texts, classifier.labels))
     trainer = make_trainer(cfg, None)
-    loader = classifier.loader(texts.tokens, trainer.config.eval_batch_size)
-    scores = trainer.evaluate(classifier.model, loader, make_evaluate(gold, len(classifier.labels)))
-    plot_confusion(scores["confusion"], classifier.labels.itos, run_dir / "confusion.png", "test")
+    scores = trainer.evaluate(classifier.model, split, predict, make_score(len(classifier.labels)))
+    if distributed.is_main():
+        plot_confusion(
+            scores["confusion"], classifier.labels.itos, run_dir / "confusion.png", "test"
+        )
     report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
 
 
-def predict(cfg: DictConfig, run_dir: Path, top_words: int = 3) -> None:
+def predict_mode(cfg: DictConfig, run_dir: Path, top_words: int = 3) -> None:
     """``mode=predict ckpt=PATH input=FILE output=FILE`` (or stdin/stdout): for each line of
     text, ``label<TAB>probability<TAB>word:weight ...<TAB>text``, the words being those the
     attention pooling weighted most."""
@@ -367,18 +370,22 @@ def predict(cfg: DictConfig, run_dir: Path, top_words: int = 3) -> None:
     tokens = [
         tokenize(line, classifier.data.tokenizer, classifier.data.lowercase) for _, line in lines
     ]
+    examples = [(text, words) for (_, text), words in zip(lines, tokens, strict=True)]
     trainer = make_trainer(cfg, None)
-    loader = classifier.loader(tokens, trainer.config.eval_batch_size)
-    predicted, probabilities, attention = trainer.evaluate(
-        classifier.model, loader, lambda m, b: classify_all(m, b, len(tokens))
+    split, outputs = trainer.predict(
+        classifier.model, classifier.split(tokens, examples=examples), predict
     )
     with output_stream(cfg) as out:
-        for (_, text), label, probs, weights, words in zip(
-            lines, predicted, probabilities, attention, tokens, strict=True
-        ):
+        for (text, words), result in zip(split.examples, outputs, strict=True):
             top = "-"
-            if weights is not None:
+            if result.attention is not None:
+                weights = result.attention
                 ranked = sorted(range(len(words)), key=lambda i: -weights[i])[:top_words]
                 top = " ".join(f"{words[i]}:{weights[i]:.2f}" for i in ranked)
-            out.write(f"{classifier.labels.itos[label]}\t{probs[label]:.4f}\t{top}\t{text}\n")
-    log.info("classified %d lines", len(lines))
+            label = result.label
+            probability = result.probabilities[label]
+            out.write(f"{classifier.labels.itos[label]}\t{probability:.4f}\t{top}\t{text}\n")
+    log.info("classified %d lines", len(outputs))
+
+
+MODES = {"train": train, "test": test, "predict": predict_mode}

@@ -1,52 +1,56 @@
 """The one training loop, shared by every task.
 
-A task hands the Trainer a model with ``loss(batch) -> Tensor``, data loaders of batch
-dataclasses (with a CPU ``lengths`` field) and ``evaluate(model, batches) -> dict``. The
-Trainer does the rest: device placement, autocast (bf16/fp16), gradient accumulation and
-clipping, the optimizer and LR schedule, evaluation and early stopping on one metric,
-atomic checkpoints with exact resume, a progress bar, CSV/TensorBoard logs and plots.
+A task hands the Trainer a :class:`nlp_lstm.contract.Job` (read that module first): a model
+whose ``forward(batch)`` returns ``(loss_sum, count)``, train/dev splits, ``predict`` and
+``score`` functions, the monitored metric and the checkpoint bundle. The Trainer does the
+rest: loaders (length-bucketed, sharded per rank), device placement, DistributedDataParallel
+under torchrun, autocast (bf16/fp16), gradient accumulation and clipping, the optimizer and
+LR schedule, evaluation with outputs gathered from every rank, early stopping, atomic
+checkpoints with exact resume, a progress bar, CSV/TensorBoard logs and plots. Only the main
+rank writes files; every rank takes the same decisions.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
-import math
 import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nlp_lstm.data.batching import move_batch, pin_batch
-from nlp_lstm.data.errors import ConfigError, UserError
-from nlp_lstm.train.checkpoint import atomic_save, load_checkpoint
+from nlp_lstm.checkpoint import Bundle, load_checkpoint, save_checkpoint
+from nlp_lstm.contract import Job, Monitor, Predict, Score, Split
+from nlp_lstm.data.batching import bucketed_loader, move_batch, pin_batch
+from nlp_lstm.errors import ConfigError, UserError
+from nlp_lstm.files import atomic_write
+from nlp_lstm.train import distributed
 from nlp_lstm.train.plots import plot_curves
 
 log = logging.getLogger(__name__)
 
-Evaluate = Callable[[nn.Module, Iterable[Any]], dict[str, Any]]
-T = TypeVar("T")
-
 
 @dataclass
 class TrainerConfig:
-    """Settings of the ``trainer`` config group."""
+    """Settings of the ``trainer`` config section. These defaults are the only copy: the
+    YAML under conf/ holds what differs (per-task recipes in ``task/``, hardware in
+    ``trainer/``)."""
 
     max_epochs: int = 50
-    batch_size: int = 32
+    batch_size: int = 32  # per process
     eval_batch_size: int = 256
     lr: float = 1e-3
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    momentum: float = 0.9
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
     lr_schedule: Literal["plateau", "decay", "cosine", "none"] = "plateau"
     lr_decay: float = 0.05  # decay: lr / (1 + lr_decay * epoch)
@@ -54,6 +58,7 @@ class TrainerConfig:
     plateau_patience: int = 2
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["32", "bf16", "fp16"] = "32"
+    strategy: Literal["auto", "ddp"] = "auto"  # auto: DDP when launched by torchrun
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = 5.0
     patience: int = 10  # epochs without improvement before stopping; 0 = never stop early
@@ -86,36 +91,49 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """``auto`` -> CUDA when available, else CPU; under torchrun, this process's GPU."""
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda but no CUDA device is available (use auto or cpu)")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", distributed.local_rank())
     return torch.device(name)
 
 
+def check_config(config: TrainerConfig) -> None:
+    """Reject settings that would train nothing or train wrongly, before any work."""
+    if config.max_epochs < 1:
+        raise ConfigError(f"trainer.max_epochs must be at least 1, got {config.max_epochs}")
+    for name in ("batch_size", "eval_batch_size", "accumulate_grad_batches", "log_every_n_steps"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"trainer.{name} must be at least 1, got {getattr(config, name)}")
+    for name in ("limit_train_batches", "limit_eval_batches"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"trainer.{name} must be at least 1 or null, got {value}")
+    if config.lr <= 0:
+        raise ConfigError(f"trainer.lr must be positive, got {config.lr}")
+    if config.strategy == "ddp" and not distributed.launched_by_torchrun():
+        raise ConfigError(
+            "trainer.strategy=ddp needs several processes: launch with "
+            "torchrun --nproc_per_node=N -m nlp_lstm ..."
+        )
+
+
 class Trainer:
-    """Fits a model on a train loader, early-stopping on ``monitor`` of the dev metrics.
+    """Fits a :class:`~nlp_lstm.contract.Job`, and evaluates or predicts with a model.
 
     Args:
         config: trainer settings.
         run_dir: the run folder (checkpoints, metrics.csv, TensorBoard events, curves.png);
-            ``None`` for a trainer used only to evaluate.
-        monitor: the metric key of ``evaluate``'s result to select and early-stop on.
-        mode: ``max`` or ``min`` for the monitored metric.
+            ``None`` for a trainer used only to evaluate or predict.
     """
 
-    def __init__(
-        self,
-        config: TrainerConfig,
-        run_dir: str | Path | None = None,
-        monitor: str = "f1",
-        mode: str = "max",
-    ) -> None:
+    def __init__(self, config: TrainerConfig, run_dir: str | Path | None = None) -> None:
+        check_config(config)
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.monitor = monitor
-        self.mode = mode
         self.device = resolve_device(config.device)
         precision = str(config.precision)
         if precision not in ("32", "bf16", "fp16"):
@@ -125,15 +143,29 @@ class Trainer:
         self.amp_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         if config.num_threads:
             torch.set_num_threads(config.num_threads)
+        self.rank = distributed.rank()
+        self.world_size = distributed.world_size()
+        self.is_main = self.rank == 0
         self.state = TrainState()
+        self.monitor: Monitor | None = None
 
-    # ------------------------------------------------------------------ helpers
+    # ------------------------------------------------------------------ data
 
-    def autocast(self):
-        """The autocast context for this trainer's device and precision."""
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+    def loader(self, split: Split, train: bool) -> DataLoader:
+        """This rank's length-bucketed batches of ``split``: shuffled per epoch (seeded)
+        for training, longest first for evaluation."""
+        if split.collate is None:
+            raise ValueError("this split has no collate function")
+        batch_size = self.config.batch_size if train else self.config.eval_batch_size
+        return bucketed_loader(
+            split.collate,
+            split.lengths,
+            batch_size,
+            shuffle=train,
+            seed=self.config.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
 
     def batches(self, loader: Iterable[Any], limit: int | None = None) -> Iterator[Any]:
         """Batches moved to the device (pinned and non-blocking on CUDA)."""
@@ -142,6 +174,12 @@ class Trainer:
             if limit is not None and index >= limit:
                 return
             yield move_batch(pin_batch(batch) if cuda else batch, self.device)
+
+    def autocast(self):
+        """The autocast context for this trainer's device and precision."""
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     @contextmanager
     def inference(self, model: nn.Module) -> Iterator[nn.Module]:
@@ -156,21 +194,41 @@ class Trainer:
         finally:
             model.train(was_training)
 
-    def evaluate(
-        self,
-        model: nn.Module,
-        loader: DataLoader,
-        evaluate: Callable[[nn.Module, Iterable[Any]], T],
-    ) -> T:
-        """Run ``evaluate(model, batches)`` over ``loader`` under :meth:`inference` and
-        return its result (metrics, or predictions for inference modes)."""
-        with self.inference(model):
-            return evaluate(model, self.batches(loader, self.config.limit_eval_batches))
+    # ------------------------------------------------------------------ inference
 
-    def _better(self, value: float) -> bool:
-        if self.state.best is None:
-            return not math.isnan(value)
-        return value > self.state.best if self.mode == "max" else value < self.state.best
+    def predict(self, model: nn.Module, split: Split, predict: Predict) -> tuple[Split, list[Any]]:
+        """``predict`` over ``split`` on every rank, gathered on the main rank in example
+        order. Returns the examples predicted (all of them unless ``limit_eval_batches``
+        cut the run short) and their outputs; other ranks get an empty split."""
+        loader = self.loader(split, train=False)
+        local: list[tuple[int, Any]] = []
+        with self.inference(model):
+            for batch in self.batches(loader, self.config.limit_eval_batches):
+                outputs = predict(model, batch)
+                positions = batch.indices.tolist()
+                if len(outputs) != len(positions):
+                    raise ValueError(
+                        f"predict returned {len(outputs)} outputs for a batch of {len(positions)}"
+                    )
+                local += zip(positions, outputs, strict=True)
+        gathered = distributed.gather_to_main(local)
+        if gathered is None:
+            return split.subset([]), []
+        by_position = dict(pair for part in gathered for pair in part)
+        positions = sorted(by_position)
+        if len(positions) == len(split):
+            return split, [by_position[i] for i in positions]
+        log.info(
+            "scored %d of %d examples (trainer.limit_eval_batches)", len(positions), len(split)
+        )
+        return split.subset(positions), [by_position[i] for i in positions]
+
+    def evaluate(self, model: nn.Module, split: Split, predict: Predict, score: Score) -> dict:
+        """Metrics of ``model`` on ``split``: predicted on every rank, scored once on the
+        main rank, the same dict returned on every rank."""
+        scored, outputs = self.predict(model, split, predict)
+        metrics = score(outputs, scored) if self.is_main else None
+        return distributed.broadcast_from_main(metrics)
 
     # ------------------------------------------------------------------ building
 
@@ -182,10 +240,6 @@ class Trainer:
             "adam": (torch.optim.Adam, {}),
             "adamw": (torch.optim.AdamW, {}),
         }
-        if cfg.optimizer not in choices:
-            raise ConfigError(
-                f"trainer.optimizer must be sgd, adam or adamw, not {cfg.optimizer!r}"
-            )
         optimizer_class, extra = choices[cfg.optimizer]
         kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay, **extra}
         try:  # one fused kernel for all parameters (about 4x faster than the loop on the CPU)
@@ -193,11 +247,14 @@ class Trainer:
         except (RuntimeError, TypeError, ValueError):
             return optimizer_class(params, **kwargs)
 
-    def _scheduler(self, optimizer: torch.optim.Optimizer):
+    def _scheduler(self, optimizer: torch.optim.Optimizer, monitor: Monitor):
         cfg = self.config
         if cfg.lr_schedule == "plateau":
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode=self.mode, factor=cfg.plateau_factor, patience=cfg.plateau_patience
+                optimizer,
+                mode=monitor.mode,
+                factor=cfg.plateau_factor,
+                patience=cfg.plateau_patience,
             )
         if cfg.lr_schedule == "decay":
             decay = cfg.lr_decay
@@ -205,14 +262,17 @@ class Trainer:
                 optimizer, lambda epoch: 1.0 / (1.0 + decay * epoch)
             )
         if cfg.lr_schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=max(cfg.max_epochs, 1)
-            )
-        if cfg.lr_schedule == "none":
-            return None
-        raise ConfigError(
-            f"trainer.lr_schedule must be plateau, decay, cosine or none, not {cfg.lr_schedule!r}"
-        )
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.max_epochs)
+        return None
+
+    def _engine(self, model: nn.Module) -> nn.Module:
+        """What the training step calls: the model, or DDP around it under torchrun."""
+        if self.world_size == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -237,99 +297,98 @@ class Trainer:
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
 
-    def _save(self, path: Path, model, meta, optimizer=None, scheduler=None, scaler=None) -> None:
-        payload = {
-            "version": 1,
-            "meta": meta,
-            "model": model.state_dict(),
-            "trainer": asdict(self.state),
-        }
-        if optimizer is not None:
-            payload.update(
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else None,
-                scaler=scaler.state_dict(),
-                rng=self._rng_state(),
-            )
-        atomic_save(payload, path)
+    def _save(self, name: str, model: nn.Module, bundle: Bundle, resume_state=None) -> None:
+        """Write ``checkpoints/<name>`` from the main rank; ``resume_state`` (optimizer,
+        scheduler, scaler, per-rank RNG states) makes it a resumable last.pt."""
+        if not self.is_main:
+            return
+        save_checkpoint(
+            self.checkpoint_dir / name,
+            bundle,
+            model.state_dict(),
+            trainer=asdict(self.state),
+            **(resume_state or {}),
+        )
 
     def _resume(self, model, optimizer, scheduler, scaler) -> None:
         target = self.config.resume
-        if target == "auto":
-            path = self.checkpoint_dir / "last.pt"
-            if not path.is_file():
-                log.info("resume=auto: no %s yet, starting fresh", path)
-                return
-        else:
-            path = Path(target)
-        payload = load_checkpoint(path)
-        if "optimizer" not in payload:
+        path = self.checkpoint_dir / "last.pt" if target == "auto" else Path(target)
+        if target == "auto" and not path.is_file():
+            log.info("resume=auto: no %s yet, starting fresh", path)
+            return
+        checkpoint = load_checkpoint(path)
+        if not checkpoint.resumable:
             raise UserError(f"{path}: holds weights only (best.pt?); resume needs a last.pt")
-        model.load_state_dict(payload["model"])
+        payload = checkpoint.payload
+        model.load_state_dict(checkpoint.model)
         optimizer.load_state_dict(payload["optimizer"])
         if scheduler is not None and payload.get("scheduler") is not None:
             scheduler.load_state_dict(payload["scheduler"])
         scaler.load_state_dict(payload["scaler"])
         self.state = TrainState(**payload["trainer"])
-        self._set_rng_state(payload["rng"])
+        rng = payload["rng"]
+        states = rng if isinstance(rng, list) else [rng]
+        if len(states) == self.world_size:
+            self._set_rng_state(states[self.rank])
+        else:
+            log.warning(
+                "%s was written by %d processes, this run has %d: random streams restart",
+                path,
+                len(states),
+                self.world_size,
+            )
+            seed_everything(self.config.seed + 1000 * self.state.epoch + self.rank)
         log.info("resumed from %s at epoch %d (step %d)", path, self.state.epoch, self.state.step)
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(
-        self,
-        model: nn.Module,
-        train_loader: DataLoader,
-        dev_loader: DataLoader,
-        evaluate: Evaluate,
-        meta: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    def fit(self, job: Job) -> dict[str, Any]:
         """Train until ``max_epochs`` or early stopping; returns the best dev metrics and
-        leaves the best weights in ``model``."""
+        leaves the best weights in ``job.model`` (on every rank)."""
         cfg = self.config
         if self.run_dir is None:
             raise ValueError("fit needs a run folder")
-        if cfg.accumulate_grad_batches < 1:
-            raise ConfigError("trainer.accumulate_grad_batches must be at least 1")
-        meta = meta or {}
-        model.to(self.device)
+        self.monitor = monitor = job.monitor
+        model = job.model.to(self.device)
         optimizer = self._optimizer(model)
-        scheduler = self._scheduler(optimizer)
+        scheduler = self._scheduler(optimizer, monitor)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         if cfg.resume:
             self._resume(model, optimizer, scheduler, scaler)
+        engine = self._engine(model)
+        train_loader = self.loader(job.train, train=True)
 
-        from torch.utils.tensorboard import SummaryWriter
+        writer = None
+        if self.is_main:
+            from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(
-            str(self.run_dir / "tensorboard"), purge_step=self.state.step or None
-        )
+            writer = SummaryWriter(
+                str(self.run_dir / "tensorboard"), purge_step=self.state.step or None
+            )
         best_metrics: dict[str, Any] = {}
         try:
             while self.state.epoch < cfg.max_epochs:
                 if cfg.patience and self.state.bad_epochs >= cfg.patience:
                     log.info(
-                        "early stopping: no %s improvement in %d epochs", self.monitor, cfg.patience
+                        "early stopping: no %s improvement in %d epochs", monitor.name, cfg.patience
                     )
                     break
                 self.state.epoch += 1
                 epoch = self.state.epoch
-                sampler = getattr(train_loader, "batch_sampler", None)
-                if hasattr(sampler, "set_epoch"):
-                    sampler.set_epoch(epoch)
-                train_loss, seconds, sentences = self._train_epoch(
-                    model, train_loader, optimizer, scaler, writer
+                train_loader.batch_sampler.set_epoch(epoch)
+                train_loss, seconds, examples = self._train_epoch(
+                    engine, train_loader, optimizer, scaler, writer
                 )
-                metrics = self.evaluate(model, dev_loader, evaluate)
-                if self.monitor not in metrics:
-                    raise KeyError(f"evaluate() returned no {self.monitor!r} metric")
-                value = float(metrics[self.monitor])
+                metrics = self.evaluate(model, job.dev, job.predict, job.score)
+                if monitor.name not in metrics:
+                    raise KeyError(f"score() returned no {monitor.name!r} metric")
+                value = float(metrics[monitor.name])
                 lr = optimizer.param_groups[0]["lr"]
                 if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                     scheduler.step(value)
                 elif scheduler is not None:
                     scheduler.step()
-                improved = self._better(value)
+                improved = monitor.better(value, self.state.best)
                 if improved:
                     self.state.best, self.state.best_epoch, self.state.bad_epochs = value, epoch, 0
                     best_metrics = metrics
@@ -341,7 +400,7 @@ class Trainer:
                     "train_loss": train_loss,
                     "lr": lr,
                     "epoch_seconds": seconds,
-                    "train_sents_per_s": sentences / max(seconds, 1e-9),
+                    "train_examples_per_s": examples / max(seconds, 1e-9),
                     **{
                         f"dev_{k}": float(v)
                         for k, v in metrics.items()
@@ -350,102 +409,148 @@ class Trainer:
                 }
                 self.state.history.append(row)
                 log.info(
-                    "epoch %d/%d  loss %.4f  dev %s %.2f  (best %.2f @%d)  lr %.3g  %.1fs  %.0f sent/s",
+                    "epoch %d/%d  loss %.4f  dev %s %.4g  (best %.4g @%d)  lr %.3g  %.1fs  %.0f ex/s",
                     epoch,
                     cfg.max_epochs,
                     train_loss,
-                    self.monitor,
+                    monitor.name,
                     value,
                     self.state.best if self.state.best is not None else float("nan"),
                     self.state.best_epoch,
                     lr,
                     seconds,
-                    row["train_sents_per_s"],
+                    row["train_examples_per_s"],
                 )
-                for key, val in row.items():
-                    if key.startswith("dev_"):
-                        writer.add_scalar(f"dev/{key[4:]}", val, epoch)
-                writer.add_scalar("train/epoch_loss", train_loss, epoch)
-                writer.add_scalar("train/lr", lr, epoch)
-                writer.flush()
+                if writer is not None:
+                    for key, val in row.items():
+                        if key.startswith("dev_"):
+                            writer.add_scalar(f"dev/{key[4:]}", val, epoch)
+                    writer.add_scalar("train/epoch_loss", train_loss, epoch)
+                    writer.add_scalar("train/lr", lr, epoch)
+                    writer.flush()
                 if improved:
-                    self._save(self.checkpoint_dir / "best.pt", model, meta)
-                self._save(
-                    self.checkpoint_dir / "last.pt", model, meta, optimizer, scheduler, scaler
-                )
-                self._write_logs()
+                    self._save("best.pt", model, job.bundle)
+                rng = distributed.all_gather(self._rng_state())
+                resume_state = {
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "scaler": scaler.state_dict(),
+                    "rng": rng,
+                }
+                self._save("last.pt", model, job.bundle, resume_state)
+                if self.is_main:
+                    self._write_logs()
+                distributed.barrier()
         finally:
-            writer.close()
+            if writer is not None:
+                writer.close()
 
         best_path = self.checkpoint_dir / "best.pt"
         if best_path.is_file():
-            model.load_state_dict(load_checkpoint(best_path)["model"])
+            model.load_state_dict(load_checkpoint(best_path).model)
         if not best_metrics:  # resumed after the best epoch, or nothing improved: re-evaluate
-            best_metrics = self.evaluate(model, dev_loader, evaluate)
+            best_metrics = self.evaluate(model, job.dev, job.predict, job.score)
         return best_metrics
 
-    def _train_epoch(self, model, loader, optimizer, scaler, writer) -> tuple[float, float, int]:
+    def _train_epoch(self, engine, loader, optimizer, scaler, writer) -> tuple[float, float, int]:
+        """One pass over this rank's batches. Each optimizer step divides the summed
+        gradients once, by the count of every unit that went into them (all accumulated
+        micro-batches on all ranks); returns the count-weighted mean loss over all ranks,
+        the seconds taken and the examples seen by all ranks."""
         cfg = self.config
-        model.train()
+        engine.train()
         total_batches = len(loader)
         if cfg.limit_train_batches is not None:
             total_batches = min(total_batches, cfg.limit_train_batches)
         accumulate = cfg.accumulate_grad_batches
-        epoch_loss = torch.zeros((), device=self.device)
-        window_loss = torch.zeros((), device=self.device)
-        window_batches = 0
-        sentences = 0
+        zero = torch.zeros((), device=self.device, dtype=torch.float64)
+        epoch_sum, epoch_count = zero.clone(), zero.clone()
+        window_sum, window_count, step_count = zero.clone(), zero.clone(), zero.clone()
+        examples = 0
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        bar = _progress(total_batches, f"epoch {self.state.epoch}", cfg.progress_bar)
+        bar = _progress(
+            total_batches, f"epoch {self.state.epoch}", cfg.progress_bar and self.is_main
+        )
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         for index, batch in enumerate(self.batches(loader, total_batches)):
-            with self.autocast():
-                loss = model.loss(batch)
-            scaler.scale(loss / accumulate).backward()
-            epoch_loss += loss.detach()
-            window_loss += loss.detach()
-            window_batches += 1
-            sentences += batch.lengths.shape[0]
-            if (index + 1) % accumulate == 0 or index + 1 == total_batches:
-                if cfg.gradient_clip_val:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.gradient_clip_val, foreach=True)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+            steps_now = (index + 1) % accumulate == 0 or index + 1 == total_batches
+            loss_sum, count = self._forward_backward(engine, batch, scaler, sync=steps_now)
+            epoch_sum += loss_sum
+            epoch_count += count
+            window_sum += loss_sum
+            window_count += count
+            step_count += count
+            examples += len(batch.indices)
+            if steps_now:
+                self._step(optimizer, scaler, params, step_count)
+                step_count.zero_()
                 self.state.step += 1
                 if self.state.step % cfg.log_every_n_steps == 0:
-                    mean = (
-                        window_loss / window_batches
-                    ).item()  # the one host sync per log interval
-                    writer.add_scalar("train/loss", mean, self.state.step)
+                    # the one host sync per log interval
+                    mean = (window_sum / window_count.clamp_min(1)).item()
+                    if writer is not None:
+                        writer.add_scalar("train/loss", mean, self.state.step)
                     bar.set_postfix(
-                        loss=f"{mean:.3f}",
-                        sent_s=f"{sentences / (time.perf_counter() - start):.0f}",
+                        loss=f"{mean:.3f}", ex_s=f"{examples / (time.perf_counter() - start):.0f}"
                     )
-                    window_loss.zero_()
-                    window_batches = 0
+                    window_sum.zero_()
+                    window_count.zero_()
             bar.update(1)
         bar.close()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
+        totals = distributed.all_reduce_sum(
+            torch.stack(
+                [
+                    epoch_sum,
+                    epoch_count,
+                    torch.tensor(float(examples), device=self.device, dtype=torch.float64),
+                ]
+            )
+        ).tolist()
         seconds = time.perf_counter() - start
-        return (epoch_loss / max(total_batches, 1)).item(), seconds, sentences
+        return totals[0] / max(totals[1], 1.0), seconds, int(totals[2])
+
+    def _forward_backward(self, engine, batch, scaler, sync: bool = True):
+        """Summed loss of one batch, backpropagated (gradients add up until :meth:`_step`);
+        ``sync=False`` skips DDP's gradient all-reduce for a micro-batch that does not step.
+        Returns the detached loss sum and count as float64 tensors on the device."""
+        ddp_skip = self.world_size > 1 and not sync
+        with engine.no_sync() if ddp_skip else nullcontext():
+            with self.autocast():
+                loss_sum, count = engine(batch)
+            scaler.scale(loss_sum).backward()
+        count = torch.as_tensor(count, device=self.device).to(torch.float64)
+        return loss_sum.detach().to(torch.float64), count
+
+    def _step(self, optimizer, scaler, params, count: torch.Tensor) -> None:
+        """Scale the summed gradients to a mean over ``count`` units on all ranks (DDP
+        already averaged them over ranks), clip, and step."""
+        total = distributed.all_reduce_sum(count.clone()) if self.world_size > 1 else count
+        scaler.unscale_(optimizer)
+        grads = [p.grad for p in params if p.grad is not None]
+        if grads:
+            factor = (self.world_size / total.clamp_min(1)).to(torch.float32)
+            torch._foreach_mul_(grads, factor)
+        if self.config.gradient_clip_val:
+            torch.nn.utils.clip_grad_norm_(params, self.config.gradient_clip_val, foreach=True)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
 
     def _write_logs(self) -> None:
         history = self.state.history
         keys: list[str] = []
         for row in history:
             keys += [k for k in row if k not in keys]
-        tmp = self.run_dir / ".metrics.csv.tmp"
-        with open(tmp, "w", newline="") as handle:
+
+        def write(handle) -> None:
             writer = csv.DictWriter(handle, fieldnames=keys)
             writer.writeheader()
             writer.writerows(history)
-        tmp.replace(self.run_dir / "metrics.csv")
+
+        atomic_write(self.run_dir / "metrics.csv", write, binary=False)
         try:
-            plot_curves(history, self.run_dir / "curves.png", self.monitor, self.mode)
+            plot_curves(history, self.run_dir / "curves.png", self.monitor.name, self.monitor.mode)
         except Exception as err:  # a plot must never stop training
             log.warning("could not draw curves.png: %s", err)
 
