@@ -22,11 +22,17 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from nlp_lstm.cli import conf_dir
+from nlp_lstm.config import conf_dir, register_schemas, to_dataclass
 from nlp_lstm.data.conll import read_conll
-from nlp_lstm.data.vectors import build_vocab_and_vectors
-from nlp_lstm.tasks.common import embeddings_config
-from nlp_lstm.tasks.ner import decode_all, setup
+from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
+from nlp_lstm.tasks.ner import predict, setup
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def synthetic_conll(path: Path, sentences: int, seed: int) -> None:
@@ -86,10 +92,11 @@ def main() -> None:
         "trainer.progress_bar=false",
     ]
     results: dict = {"corpus": source, "torch": torch.__version__, "runs": []}
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+    register_schemas()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         # vectors: cold (read all 400k GloVe vectors, filter, write the cache) vs cached
         cfg = compose("config", overrides=[*base, f"embeddings.cache_dir={work / 'cache'}"])
-        emb = embeddings_config(cfg)
+        emb = to_dataclass(EmbeddingsConfig, cfg.embeddings, "embeddings")
         sentences = read_conll(train)
         counts = Counter(t for s in sentences for t in s.tokens)
         extra = [t for s in read_conll(dev) for t in s.tokens]
@@ -99,6 +106,7 @@ def main() -> None:
             build_vocab_and_vectors(counts, extra, emb)
             timings.append(time.perf_counter() - start)
         results["vectors_cold_s"], results["vectors_cached_s"] = timings
+        results["vectors_peak_rss_mib"] = peak_rss_mib()
 
         for precision in args.precisions:
             overrides = [
@@ -109,36 +117,32 @@ def main() -> None:
             ]
             if args.limit_batches:
                 overrides.append(f"trainer.limit_train_batches={args.limit_batches}")
-            run = setup(compose("config", overrides=overrides), None)
-            trainer = run.trainer
+            job, trainer = setup(compose("config", overrides=overrides), None)
             trainer.run_dir = work / f"run-{precision}"
-            trainer.fit(
-                run.model,
-                run.train_loader,
-                run.dev_loader,
-                lambda m, b: {"f1": 0.0, "n": sum(1 for _ in b)},
-            )
+            job.score = lambda outputs, split: {"f1": 0.0}  # time training, not scoring
+            trainer.fit(job)
             row = trainer.state.history[-1]
-            dev_count = len(run.dev_loader.dataset)
+            batches = len(trainer.loader(job.train, train=True))
 
-            def decode(model, batches, count=dev_count, device=trainer.device):
+            def decode(trainer=trainer, job=job):
                 start = time.perf_counter()
-                decode_all(model, batches, count)
-                if device.type == "cuda":
+                trainer.predict(job.model, job.dev, predict)
+                if trainer.device.type == "cuda":
                     torch.cuda.synchronize()
-                return {"seconds": time.perf_counter() - start}
+                return time.perf_counter() - start
 
-            trainer.evaluate(run.model, run.dev_loader, decode)  # warm-up
-            seconds = trainer.evaluate(run.model, run.dev_loader, decode)["seconds"]
+            decode()  # warm-up
+            seconds = decode()
             results["device"] = str(trainer.device)
             results["runs"].append(
                 {
                     "precision": precision,
-                    "train_sents_per_s": row["train_sents_per_s"],
+                    "train_sents_per_s": row["train_examples_per_s"],
                     "epoch_seconds": row["epoch_seconds"]
-                    * len(run.train_loader)
-                    / min(len(run.train_loader), args.limit_batches or 10**9),
-                    "decode_sents_per_s": dev_count / seconds,
+                    * batches
+                    / min(batches, args.limit_batches or 10**9),
+                    "decode_sents_per_s": len(job.dev) / seconds,
+                    "peak_rss_mib": peak_rss_mib(),
                 }
             )
 
@@ -148,10 +152,12 @@ def main() -> None:
     print(
         f"vectors for the vocabulary: cold {results['vectors_cold_s']:.2f} s, cached {results['vectors_cached_s']:.3f} s"
     )
-    print(f"{'precision':>9} | {'train sent/s':>12} {'s/epoch':>8} | {'decode sent/s':>13}")
+    print(
+        f"{'precision':>9} | {'train sent/s':>12} {'s/epoch':>8} | {'decode sent/s':>13} | {'peak RSS MiB':>12}"
+    )
     for r in results["runs"]:
         print(
-            f"{r['precision']:>9} | {r['train_sents_per_s']:12.0f} {r['epoch_seconds']:8.1f} | {r['decode_sents_per_s']:13.0f}"
+            f"{r['precision']:>9} | {r['train_sents_per_s']:12.0f} {r['epoch_seconds']:8.1f} | {r['decode_sents_per_s']:13.0f} | {r['peak_rss_mib']:12.0f}"
         )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -18,18 +18,18 @@ def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[st
     micro = report.get("micro avg", {"precision": 0.0, "recall": 0.0, "f1-score": 0.0})
     per_type = {
         kind: {
-            "precision": round(100 * row["precision"], 4),
-            "recall": round(100 * row["recall"], 4),
-            "f1": round(100 * row["f1-score"], 4),
+            "precision": round(100 * float(row["precision"]), 4),
+            "recall": round(100 * float(row["recall"]), 4),
+            "f1": round(100 * float(row["f1-score"]), 4),
             "support": int(row["support"]),
         }
         for kind, row in sorted(report.items())
         if kind not in ("micro avg", "macro avg", "weighted avg")
     }
     return {
-        "f1": round(100 * micro["f1-score"], 4),
-        "precision": round(100 * micro["precision"], 4),
-        "recall": round(100 * micro["recall"], 4),
+        "f1": round(100 * float(micro["f1-score"]), 4),
+        "precision": round(100 * float(micro["precision"]), 4),
+        "recall": round(100 * float(micro["recall"]), 4),
         "per_type": per_type,
     }
 
