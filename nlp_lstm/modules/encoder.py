@@ -71,12 +71,17 @@ class BiLSTMEncoder(nn.Module):
     def forward(self, inputs: Tensor, lengths: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         steps = inputs.shape[1]
         lengths = lengths.cpu()
-        # batches already sorted longest-first (our collate functions make them so) pack
-        # without moving a permutation to the device, which would be a host sync
-        descending = bool((lengths[:-1] >= lengths[1:]).all())
-        packed = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=descending)
-        packed_out, hidden = self.rnn(packed)
-        states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
+        if bool((lengths == steps).all()):  # no padding (fixed windows): no packing needed
+            states, hidden = self.rnn(inputs)
+        else:
+            # batches already sorted longest-first (our collate functions make them so)
+            # pack without moving a permutation to the device, which would be a host sync
+            descending = bool((lengths[:-1] >= lengths[1:]).all())
+            packed = pack_padded_sequence(
+                inputs, lengths, batch_first=True, enforce_sorted=descending
+            )
+            packed_out, hidden = self.rnn(packed)
+            states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
         states = self.dropout(states)
         if self.pooling is None:
             return EncoderOutput(states)

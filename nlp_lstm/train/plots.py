@@ -74,3 +74,26 @@ def plot_confusion(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_forecasts(panels: Sequence[dict], path: str | Path, cols: int = 3) -> None:
+    """Forecast panels: each dict has ``title``, ``history`` (the look-back window),
+    ``truth`` and ``forecast`` (the horizon), drawn against the step."""
+    plt = _pyplot()
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        past = len(panel["history"])
+        ahead = range(past, past + len(panel["truth"]))
+        ax.plot(range(past), panel["history"], color="0.45", lw=1, label="history")
+        ax.plot(ahead, panel["truth"], color="tab:blue", lw=1, label="truth")
+        ax.plot(ahead, panel["forecast"], color="tab:red", lw=1.2, label="forecast")
+        ax.axvline(past - 0.5, color="0.7", lw=0.8, ls="--")
+        ax.set_title(panel["title"], fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

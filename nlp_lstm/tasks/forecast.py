@@ -1,0 +1,520 @@
+"""Forecasting numeric series: a look-back window -> (segments) -> LSTM -> all H steps at once.
+
+corpus (CSV series) -> train/validation/test rows (ETT-hourly protocol or 70/10/20) ->
+per-column scaler fitted on train rows -> stride-1 windows -> RevIN -> segment projection ->
+BiLSTMEncoder (LSTM or GRU, final state) -> linear head over the horizon -> MSE/MAE on the
+scaled values, beside the repeat-last-value and least-squares linear baselines.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from nlp_lstm.config import to_dataclass
+from nlp_lstm.contract import Job, Split
+from nlp_lstm.data.series import (
+    Scaler,
+    Series,
+    SplitKind,
+    WindowBatch,
+    Windows,
+    read_series,
+    split_kind,
+    split_rows,
+)
+from nlp_lstm.errors import ConfigError, DataError
+from nlp_lstm.files import atomic_write_text
+from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
+from nlp_lstm.modules.series import RevIN, SegmentProjection
+from nlp_lstm.tasks.common import (
+    checkpoint_for,
+    fit,
+    load_weights,
+    make_bundle,
+    make_trainer,
+    report,
+    require_file,
+    task_configs,
+    task_monitor,
+)
+from nlp_lstm.train import distributed
+from nlp_lstm.train.plots import plot_forecasts
+
+log = logging.getLogger(__name__)
+
+CORPUS_HINT = (
+    "Put ETTh1 at <data.root>/ett/ETTh1.csv (set data.root=DIR or NLP_LSTM_DATA=DIR) or name "
+    "any CSV series with data.path=; see data/README.md"
+)
+REPORTED = (
+    "mse",
+    "mae",
+    "mse_repeat",
+    "mae_repeat",
+    "mse_linear",
+    "mae_linear",
+    "windows",
+    "horizon",
+)
+
+
+@dataclass
+class ForecastDataConfig:
+    """The ``data`` group for forecasting."""
+
+    root: str = "data"
+    path: str | None = None
+    time_column: str | None = "date"  # None: rows are steps without time stamps
+    targets: str | list[str] | None = None  # None or "all": every column but the features
+    features: list[str] = field(default_factory=list)  # input-only columns (mixed channels)
+    look_back: int = 96
+    horizon: int = 96
+    split: SplitKind = "auto"  # auto: ett_hourly for ETTh* files, else ratio (70/10/20)
+
+
+@dataclass
+class ForecastModelConfig:
+    """The ``model`` group for forecasting."""
+
+    cell: CellKind = "lstm"
+    hidden_size: int = 256
+    num_layers: int = 1
+    bidirectional: bool = False
+    dropout: float = 0.1
+    channels: Literal["independent", "mixed"] = "independent"  # one series at a time, or all
+    segment: int = 24  # look-back steps per input segment (1: one step at a time)
+    revin: bool = True  # reversible instance normalisation
+    revin_affine: bool = False
+    loss: Literal["mse", "mae", "huber"] = "mse"  # the training loss (MAE: as SegRNN)
+    huber_delta: float = 1.0
+
+
+SCHEMAS = {"data": ForecastDataConfig, "model": ForecastModelConfig}  # conf/ holds what differs
+METRICS = {"mse": "min", "mae": "min"}
+
+
+# ---------------------------------------------------------------------------- model
+
+
+class LSTMForecaster(nn.Module):
+    """RevIN -> SegmentProjection -> BiLSTMEncoder (final state) -> linear head.
+
+    ``channels="independent"`` runs every target column through the same network as its
+    own univariate series (features are then not allowed); ``"mixed"`` reads all input
+    columns at each step and predicts all targets together. ``predict(inputs (B, L, I))
+    -> (B, H, K)`` for the first ``K = targets`` input columns. Nothing after the window is
+    read: the head sees only the encoder's final state.
+    """
+
+    def __init__(
+        self, config: ForecastModelConfig, inputs: int, targets: int, look_back: int, horizon: int
+    ) -> None:
+        super().__init__()
+        if config.segment < 1 or look_back % config.segment:
+            raise ConfigError(
+                f"model.segment={config.segment} must divide data.look_back={look_back}"
+            )
+        if config.hidden_size < 1 or config.num_layers < 1:
+            raise ConfigError("model.hidden_size and model.num_layers must be at least 1")
+        if not 0.0 <= config.dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {config.dropout}")
+        self.independent = config.channels == "independent"
+        if self.independent and inputs != targets:
+            raise ConfigError(
+                "data.features needs model.channels=mixed (independent channels read each "
+                "target's own history only)"
+            )
+        self.targets = targets
+        self.horizon = horizon
+        self.loss_kind = config.loss
+        self.huber_delta = config.huber_delta
+        series_channels = 1 if self.independent else inputs
+        self.revin = RevIN(inputs, config.revin_affine) if config.revin else None
+        self.project = SegmentProjection(config.segment, series_channels, config.hidden_size)
+        self.encoder = BiLSTMEncoder(
+            config.hidden_size,
+            config.hidden_size,
+            config.num_layers,
+            config.dropout,
+            config.cell,
+            bidirectional=config.bidirectional,
+            pooling="last",
+        )
+        self.head = nn.Linear(
+            self.encoder.output_size, horizon * (1 if self.independent else targets)
+        )
+
+    def predict(self, inputs: Tensor) -> Tensor:
+        """Forecasts ``(B, H, targets)`` of the scaled target columns."""
+        batch, steps, _ = inputs.shape
+        x, stats = self.revin.normalize(inputs) if self.revin is not None else (inputs, None)
+        if self.independent:
+            x = x.transpose(1, 2).reshape(batch * self.targets, steps, 1)
+        segments = self.project(x)
+        lengths = torch.full((segments.shape[0],), segments.shape[1])
+        y = self.head(self.encoder(segments, lengths).pooled)
+        if self.independent:
+            y = y.view(batch, self.targets, self.horizon).transpose(1, 2)
+        else:
+            y = y.view(batch, self.horizon, self.targets)
+        if stats is not None:
+            y = self.revin.denormalize(y, stats, self.targets)
+        return y
+
+    def forward(self, batch: WindowBatch) -> tuple[Tensor, int]:
+        """Squared, absolute or Huber error summed over every window, step and column, and
+        their count."""
+        predicted = self.predict(batch.inputs).float()
+        if self.loss_kind == "huber":
+            loss = F.huber_loss(predicted, batch.targets, reduction="sum", delta=self.huber_delta)
+        elif self.loss_kind == "mae":
+            loss = F.l1_loss(predicted, batch.targets, reduction="sum")
+        else:
+            loss = F.mse_loss(predicted, batch.targets, reduction="sum")
+        return loss, predicted.numel()
+
+
+def predict(model: LSTMForecaster, batch: WindowBatch) -> list[Tensor]:
+    """The forecast ``(H, targets)`` of each window of the batch."""
+    return list(model.predict(batch.inputs).float().cpu().unbind(0))
+
+
+# ---------------------------------------------------------------------------- baselines, scores
+
+
+def window_arrays(windows: Windows, positions: list[int], targets: int) -> tuple[Tensor, Tensor]:
+    """Histories ``(n, L, targets)`` and truths ``(n, H, targets)`` of the given windows."""
+    pairs = [windows.window(i) for i in positions]
+    history = torch.stack([x[:, :targets] for x, _ in pairs]).double()
+    return history, torch.stack([y for _, y in pairs]).double()
+
+
+def fit_linear(windows: Windows, targets: int) -> np.ndarray:
+    """Least-squares map ``(L + 1, H)`` from a column's L past values (and a bias) to its
+    next H values, one map shared by all target columns, fitted on these windows."""
+    history, truth = window_arrays(windows, list(range(len(windows))), targets)
+    x = history.transpose(1, 2).reshape(-1, windows.look_back).numpy()
+    y = truth.transpose(1, 2).reshape(-1, windows.horizon).numpy()
+    x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    solution, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return solution
+
+
+def linear_forecast(history: Tensor, linear: np.ndarray) -> Tensor:
+    """The linear baseline's ``(n, H, targets)`` for histories ``(n, L, targets)``."""
+    weights = torch.as_tensor(linear, dtype=torch.float64)
+    return (history.transpose(1, 2) @ weights[:-1] + weights[-1]).transpose(1, 2)
+
+
+def make_score(windows: Windows, linear: np.ndarray, targets: int):
+    """``score(outputs, split)``: MSE and MAE over every window, step and target column of
+    the model, the repeat-last-value baseline and the linear baseline."""
+
+    def score(outputs: list[Tensor], split: Split) -> dict:
+        history, truth = window_arrays(windows, list(split.examples), targets)
+        predicted = torch.stack(outputs).double()
+        repeat = history[:, -1:, :].expand_as(truth)
+        scores = {}
+        for name, forecast in (
+            ("", predicted),
+            ("_repeat", repeat),
+            ("_linear", linear_forecast(history, linear)),
+        ):
+            error = forecast - truth
+            scores[f"mse{name}"] = round(float((error**2).mean()), 6)
+            scores[f"mae{name}"] = round(float(error.abs().mean()), 6)
+        return {**scores, "windows": len(split), "horizon": windows.horizon}
+
+    return score
+
+
+def window_split(windows: Windows) -> Split:
+    """A split's windows for the Trainer (examples: window positions; all of length L)."""
+    return Split(range(len(windows)), [windows.look_back] * len(windows), windows)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class Prepared:
+    """A series file cut into scaled splits as a run (or a checkpoint) defines them."""
+
+    series: Series
+    targets: list[str]
+    features: list[str]
+    scaler: Scaler
+    windows: dict[str, Windows]
+    linear: np.ndarray
+
+
+def choose_columns(series: Series, data: ForecastDataConfig) -> tuple[list[str], list[str]]:
+    """Target and feature column names, checked against the file's header."""
+    features = list(data.features)
+    if data.targets in (None, "all"):
+        targets = [c for c in series.columns if c not in features]
+    else:
+        targets = [data.targets] if isinstance(data.targets, str) else list(data.targets)
+    for name in [*targets, *features]:
+        if name not in series.columns:
+            raise DataError(
+                series.path,
+                1,
+                f"no column {name!r} (columns: {', '.join(series.columns)}; "
+                "set data.targets / data.features)",
+            )
+    if not targets or set(targets) & set(features):
+        raise ConfigError("data.targets must name at least one column, none of them a feature")
+    return targets, features
+
+
+def prepare(
+    series: Series,
+    data: ForecastDataConfig,
+    targets: list[str],
+    features: list[str],
+    scaler: Scaler | None = None,
+) -> Prepared:
+    """Split by rows, scale (fitting the scaler on train rows unless one is given), cut
+    windows, and fit the linear baseline on the train windows."""
+    if data.look_back < 1 or data.horizon < 1:
+        raise ConfigError("data.look_back and data.horizon must be at least 1")
+    kind = split_kind(data.split, series.path)
+    rows = split_rows(kind, len(series), data.look_back)
+    for name, (start, end) in rows.items():
+        if end - start < data.look_back + data.horizon:
+            raise DataError(
+                series.path,
+                None,
+                f"the {name} split (rows {start}-{end} of {len(series)}, data.split={kind}) is "
+                f"shorter than look_back + horizon = {data.look_back + data.horizon}",
+            )
+    used = series.index([*targets, *features])
+    table = series.values[:, used]
+    if scaler is None:
+        scaler = Scaler.fit(table[rows["train"][0] : rows["train"][1]])
+    scaled = scaler.transform(table)
+    inputs = list(range(len(used)))
+    windows = {
+        name: Windows(scaled, span, data.look_back, data.horizon, inputs, inputs[: len(targets)])
+        for name, span in rows.items()
+    }
+    log.info(
+        "%s: %d rows, split %s: %s windows (L=%d, H=%d); targets %s%s",
+        series.path,
+        len(series),
+        kind,
+        ", ".join(f"{name} {len(w)}" for name, w in windows.items()),
+        data.look_back,
+        data.horizon,
+        targets,
+        f", features {features}" if features else "",
+    )
+    linear = fit_linear(windows["train"], len(targets))
+    return Prepared(series, targets, features, scaler, windows, linear)
+
+
+def read_prepared(data: ForecastDataConfig) -> Prepared:
+    path = require_file(data.path, "series file (data.path)", CORPUS_HINT)
+    series = read_series(path, data.time_column)
+    targets, features = choose_columns(series, data)
+    return prepare(series, data, targets, features)
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def setup(cfg: DictConfig, run_dir: Path | None):
+    """Read and split the series, fit the scaler and baselines, build the model: the Job."""
+    data, model_cfg, _, trainer = task_configs(
+        cfg, run_dir, ForecastDataConfig, ForecastModelConfig
+    )
+    monitor = task_monitor(cfg, METRICS)
+    prepared = read_prepared(data)
+    targets = len(prepared.targets)
+    model = LSTMForecaster(
+        model_cfg, targets + len(prepared.features), targets, data.look_back, data.horizon
+    )
+    job = Job(
+        model=model,
+        train=window_split(prepared.windows["train"]),
+        dev=window_split(prepared.windows["dev"]),
+        predict=predict,
+        score=make_score(prepared.windows["dev"], prepared.linear, targets),
+        monitor=monitor,
+        bundle=make_bundle(
+            cfg,
+            {},
+            columns=prepared.series.columns,
+            targets=prepared.targets,
+            features=prepared.features,
+            scaler=prepared.scaler.to_plain(),
+        ),
+    )
+    return job, trainer, prepared
+
+
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=train``: fit on the train rows, select on validation MSE, then score the
+    test rows with the best model (reported beside the validation figures, as the field
+    does). The run folder adds ``forecast.png`` of a few validation windows."""
+    job, trainer, prepared = setup(cfg, run_dir)
+    best = fit(job, trainer)
+    test_windows = prepared.windows["test"]
+    test = trainer.evaluate(
+        job.model,
+        window_split(test_windows),
+        predict,
+        make_score(test_windows, prepared.linear, len(prepared.targets)),
+    )
+    log.info("test (best validation epoch): %s", {k: test[k] for k in REPORTED})
+    if distributed.is_main():
+        draw_forecasts(
+            job.model,
+            prepared.windows["dev"],
+            prepared,
+            run_dir / "forecast.png",
+            "validation",
+            trainer,
+        )
+    report(
+        {**{k: best[k] for k in REPORTED}, **{f"test_{k}": test[k] for k in REPORTED}},
+        run_dir / "metrics.json",
+    )
+
+
+def draw_forecasts(
+    model, windows: Windows, prepared: Prepared, path: Path, title: str, trainer
+) -> None:
+    """``forecast.png``: history, truth and forecast (original units) of a few windows."""
+    count = len(windows)
+    positions = sorted({0, count // 3, 2 * count // 3, count - 1})
+    columns = list(range(min(3, len(prepared.targets))))
+    with trainer.inference(model):
+        forecast = model.predict(windows(positions).inputs.to(trainer.device)).float().cpu()
+    panels = []
+    for row, i in enumerate(positions):
+        history, truth = windows.window(i)
+        for c in columns:
+            unscale = lambda v, c=c: prepared.scaler.inverse(v.numpy(), [c])  # noqa: E731
+            panels.append(
+                {
+                    "title": f"{title} window {i}, {prepared.targets[c]}",
+                    "history": unscale(history[:, c]),
+                    "truth": unscale(truth[:, c]),
+                    "forecast": unscale(forecast[row, :, c]),
+                }
+            )
+    try:
+        plot_forecasts(panels, path, cols=len(columns))
+    except Exception as err:  # a plot must never fail a run
+        log.warning("could not draw %s: %s", path.name, err)
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+@dataclass
+class LoadedForecaster:
+    model: LSTMForecaster
+    data: ForecastDataConfig
+    targets: list[str]
+    features: list[str]
+    scaler: Scaler
+
+
+def load_forecaster(checkpoint, cfg: DictConfig) -> LoadedForecaster:
+    """Rebuild the forecaster of a checkpoint; the data file is this run's ``data.path``
+    (its columns must include the trained ones), read with the trained settings."""
+    config = checkpoint.bundle.config
+    extras = checkpoint.bundle.extras
+    data = to_dataclass(ForecastDataConfig, config["data"], "data")
+    data.path = cfg.data.path
+    model_cfg = to_dataclass(ForecastModelConfig, config["model"], "model")
+    targets, features = extras["targets"], extras["features"]
+    model = LSTMForecaster(
+        model_cfg, len(targets) + len(features), len(targets), data.look_back, data.horizon
+    )
+    load_weights(model, checkpoint)
+    return LoadedForecaster(model, data, targets, features, Scaler.from_plain(extras["scaler"]))
+
+
+def read_for(loaded: LoadedForecaster) -> Series:
+    path = require_file(loaded.data.path, "series file (data.path)", CORPUS_HINT)
+    series = read_series(path, loaded.data.time_column)
+    missing = [c for c in [*loaded.targets, *loaded.features] if c not in series.columns]
+    if missing:
+        raise DataError(path, 1, f"no column {missing[0]!r}, which the model was trained on")
+    return series
+
+
+def test(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=test ckpt=PATH data.path=FILE``: MSE/MAE of the test split of FILE (scaled
+    with the checkpoint's scaler) beside the repeat and linear baselines."""
+    loaded = load_forecaster(checkpoint_for(cfg, "forecast"), cfg)
+    series = read_for(loaded)
+    prepared = prepare(series, loaded.data, loaded.targets, loaded.features, loaded.scaler)
+    windows = prepared.windows["test"]
+    trainer = make_trainer(cfg, None)
+    scores = trainer.evaluate(
+        loaded.model,
+        window_split(windows),
+        predict,
+        make_score(windows, prepared.linear, len(loaded.targets)),
+    )
+    if distributed.is_main():
+        draw_forecasts(loaded.model, windows, prepared, run_dir / "forecast.png", "test", trainer)
+    report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
+
+
+def next_times(series: Series, steps: int) -> list[str]:
+    """Time stamps of the ``steps`` rows after the file's end, at its usual interval (the
+    most common gap between rows); step numbers without a time column."""
+    if series.times is None:
+        return [str(len(series) + i) for i in range(steps)]
+    if len(series.times) < 2:
+        raise DataError(series.path, None, "needs two time stamps to continue them")
+    gaps = Counter(b - a for a, b in zip(series.times[-200:], series.times[-199:], strict=False))
+    gap = gaps.most_common(1)[0][0]
+    return [(series.times[-1] + gap * (i + 1)).isoformat(" ") for i in range(steps)]
+
+
+def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=predict ckpt=PATH data.path=FILE output=FILE``: forecast the H steps after
+    the end of FILE, as CSV in original units with the time stamps continued."""
+    loaded = load_forecaster(checkpoint_for(cfg, "forecast"), cfg)
+    series = read_for(loaded)
+    look_back = loaded.data.look_back
+    if len(series) < look_back:
+        raise DataError(series.path, None, f"needs at least data.look_back={look_back} rows")
+    columns = series.index([*loaded.targets, *loaded.features])
+    window = loaded.scaler.transform(series.values[-look_back:, columns])
+    trainer = make_trainer(cfg, None)
+    with trainer.inference(loaded.model) as model:
+        inputs = torch.as_tensor(window, dtype=torch.float32, device=trainer.device)
+        forecast = model.predict(inputs.unsqueeze(0))[0].float().cpu().numpy()
+    values = loaded.scaler.inverse(forecast, list(range(len(loaded.targets))))
+    lines = [[loaded.data.time_column or "step", *loaded.targets]]
+    for stamp, row in zip(next_times(series, len(values)), values, strict=True):
+        lines.append([stamp, *(f"{v:.6g}" for v in row)])
+    buffer = "".join(",".join(line) + "\n" for line in lines)
+    if cfg.output:
+        atomic_write_text(Path(cfg.output).expanduser(), buffer)
+    else:
+        sys.stdout.write(buffer)
+        sys.stdout.flush()
+    log.info("forecast %d steps of %s after %s", len(values), loaded.targets, series.path)
+
+
+MODES = {"train": train, "test": test, "predict": predict_mode}
