@@ -109,12 +109,15 @@ def test_linear_baseline_equals_a_direct_least_squares_solve():
 # ---------------------------------------------------------------------------- model
 
 
-def test_forecast_shape_and_the_future_cannot_leak():
-    config = ForecastModelConfig(hidden_size=16, segment=4, dropout=0.0)
-    model = LSTMForecaster(config, inputs=3, targets=3, look_back=12, horizon=5).eval()
+@pytest.mark.parametrize(
+    "head, cell", [("linear", "lstm"), ("segments", "lstm"), ("segments", "gru")]
+)
+def test_forecast_shape_and_the_future_cannot_leak(head, cell):
+    config = ForecastModelConfig(hidden_size=16, segment=4, dropout=0.0, head=head, cell=cell)
+    model = LSTMForecaster(config, inputs=3, targets=3, look_back=12, horizon=8).eval()
     inputs = torch.randn(4, 12, 3)
     out = model.predict(inputs)
-    assert out.shape == (4, 5, 3)
+    assert out.shape == (4, 8, 3)
     # each window's forecast depends on its own inputs only, channels independently
     changed = inputs.clone()
     changed[1, :, 2] += 5.0

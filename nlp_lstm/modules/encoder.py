@@ -17,11 +17,14 @@ CellKind = Literal["lstm", "gru"]
 @dataclass
 class EncoderOutput:
     """Per-token states ``(B, T, H)``, the pooled vector ``(B, H)`` when pooling is on,
-    and the attention weights ``(B, T)`` when pooling is ``attention``."""
+    the attention weights ``(B, T)`` when pooling is ``attention``, and the RNN's final
+    hidden state as ``nn.LSTM``/``nn.GRU`` return it (``(h_n, c_n)`` or ``h_n``, each
+    ``(layers * directions, B, hidden)``), to start a decoder from."""
 
     states: Tensor
     pooled: Tensor | None = None
     attention: Tensor | None = None
+    final: Tensor | tuple[Tensor, Tensor] | None = None
 
 
 class BiLSTMEncoder(nn.Module):
@@ -84,18 +87,18 @@ class BiLSTMEncoder(nn.Module):
             states, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)
         states = self.dropout(states)
         if self.pooling is None:
-            return EncoderOutput(states)
+            return EncoderOutput(states, final=hidden)
         mask = torch.arange(steps, device=states.device).unsqueeze(0) < lengths.to(
             states.device
         ).unsqueeze(1)
         if self.pooling == "attention":
             pooled, weights = self.attention(states, mask)
-            return EncoderOutput(states, pooled, weights)
+            return EncoderOutput(states, pooled, weights, final=hidden)
         if self.pooling == "mean":
-            return EncoderOutput(states, masked_mean(states, mask))
+            return EncoderOutput(states, masked_mean(states, mask), final=hidden)
         if self.pooling == "max":
-            return EncoderOutput(states, masked_max(states, mask))
+            return EncoderOutput(states, masked_max(states, mask), final=hidden)
         h_n = hidden[0] if isinstance(hidden, tuple) else hidden  # (layers * dirs, B, H)
         directions = 2 if self.rnn.bidirectional else 1
         last = torch.cat(list(h_n[-directions:]), dim=-1)
-        return EncoderOutput(states, self.dropout(last))
+        return EncoderOutput(states, self.dropout(last), final=hidden)

@@ -94,6 +94,7 @@ class ForecastModelConfig:
     dropout: float = 0.1
     channels: Literal["independent", "mixed"] = "independent"  # one series at a time, or all
     segment: int = 24  # look-back steps per input segment (1: one step at a time)
+    head: Literal["linear", "segments"] = "linear"  # segments: SegRNN's parallel decoding
     revin: bool = True  # reversible instance normalisation
     revin_affine: bool = False
     loss: Literal["mse", "mae", "huber"] = "mse"  # the training loss (MAE: as SegRNN)
@@ -107,8 +108,51 @@ METRICS = {"mse": "min", "mae": "min"}
 # ---------------------------------------------------------------------------- model
 
 
+class SegmentDecoder(nn.Module):
+    """Parallel multi-step decoding (SegRNN, Lin et al. 2023): the horizon is cut into
+    segments; each segment's forecast is one recurrent step from the encoder's final state,
+    fed a learned position embedding (which segment) and channel embedding (which series),
+    then a linear map to the segment's values. All segments run as one batch."""
+
+    def __init__(self, rnn: nn.Module, size: int, horizon: int, segment: int, channels: int):
+        super().__init__()
+        if horizon % segment:
+            raise ConfigError(
+                f"data.horizon={horizon} is not a multiple of model.segment={segment}"
+            )
+        self.rnn = rnn
+        self.segments = horizon // segment
+        self.channels = channels
+        self.position = nn.Parameter(torch.randn(self.segments, size // 2) * 0.02)
+        self.channel = nn.Parameter(torch.randn(channels, size - size // 2) * 0.02)
+        self.dropout = nn.Dropout(rnn.dropout if rnn.num_layers > 1 else 0.0)
+        self.output = nn.Linear(size, segment)
+
+    def forward(self, final, dropout: nn.Module) -> Tensor:
+        """``final``: the encoder's hidden state for ``N = B * channels`` series ->
+        ``(N, horizon)``."""
+        h = final[0] if isinstance(final, tuple) else final
+        n = h.shape[1]
+        queries = torch.cat(
+            [
+                self.position.unsqueeze(0).expand(self.channels, -1, -1),
+                self.channel.unsqueeze(1).expand(-1, self.segments, -1),
+            ],
+            dim=-1,
+        )  # (channels, segments, size)
+        queries = queries.repeat(n // self.channels, 1, 1).reshape(n * self.segments, 1, -1)
+
+        def repeat(state: Tensor) -> Tensor:  # one copy of each series' state per segment
+            return state.repeat_interleave(self.segments, dim=1)
+
+        start = tuple(repeat(s) for s in final) if isinstance(final, tuple) else repeat(final)
+        out, _ = self.rnn(queries, start)
+        return self.output(dropout(out[:, 0])).view(n, -1)
+
+
 class LSTMForecaster(nn.Module):
-    """RevIN -> SegmentProjection -> BiLSTMEncoder (final state) -> linear head.
+    """RevIN -> SegmentProjection -> BiLSTMEncoder (final state) -> linear head (or the
+    SegRNN segment decoder).
 
     ``channels="independent"`` runs every target column through the same network as its
     own univariate series (features are then not allowed); ``"mixed"`` reads all input
@@ -151,9 +195,20 @@ class LSTMForecaster(nn.Module):
             bidirectional=config.bidirectional,
             pooling="last",
         )
-        self.head = nn.Linear(
-            self.encoder.output_size, horizon * (1 if self.independent else targets)
-        )
+        self.decoder: SegmentDecoder | None = None
+        if config.head == "segments":
+            if config.bidirectional or not self.independent:
+                raise ConfigError(
+                    "model.head=segments needs model.bidirectional=false and "
+                    "model.channels=independent"
+                )
+            self.decoder = SegmentDecoder(
+                self.encoder.rnn, config.hidden_size, horizon, config.segment, targets
+            )
+        else:
+            self.head = nn.Linear(
+                self.encoder.output_size, horizon * (1 if self.independent else targets)
+            )
 
     def predict(self, inputs: Tensor) -> Tensor:
         """Forecasts ``(B, H, targets)`` of the scaled target columns."""
@@ -163,7 +218,11 @@ class LSTMForecaster(nn.Module):
             x = x.transpose(1, 2).reshape(batch * self.targets, steps, 1)
         segments = self.project(x)
         lengths = torch.full((segments.shape[0],), segments.shape[1])
-        y = self.head(self.encoder(segments, lengths).pooled)
+        encoded = self.encoder(segments, lengths)
+        if self.decoder is not None:
+            y = self.decoder(encoded.final, self.encoder.dropout)
+        else:
+            y = self.head(encoded.pooled)
         if self.independent:
             y = y.view(batch, self.targets, self.horizon).transpose(1, 2)
         else:
