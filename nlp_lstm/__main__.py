@@ -1,12 +1,19 @@
 """``python -m nlp_lstm task=<name> [mode=train|test|predict] [key=value ...]``, also under
 ``torchrun --nproc_per_node=N -m nlp_lstm ...``."""
 
+import shutil
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from nlp_lstm.cli import check_task_arguments, prepare_processes, run
+from nlp_lstm.cli import (
+    check_overrides,
+    check_task_arguments,
+    prepare_processes,
+    run,
+    temporary_run_dir,
+)
 from nlp_lstm.config import conf_dir, register_schemas
 
 
@@ -16,10 +23,19 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    check_task_arguments(sys.argv[1:])
+    argv = sys.argv[1:]
+    check_task_arguments(argv)
     register_schemas()
-    sys.argv = [sys.argv[0], *prepare_processes(sys.argv[1:])]
-    _hydra_main()
+    check_overrides(argv)
+    scratch = temporary_run_dir(argv)
+    if scratch:
+        argv = [*argv, f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+    sys.argv = [sys.argv[0], *prepare_processes(argv)]
+    try:
+        _hydra_main()
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nlp_lstm.config import task_module, task_names
+from nlp_lstm.config import conf_dir, task_module, task_names
 from nlp_lstm.errors import ConfigError, UserError
+from nlp_lstm.files import atomic_write_text
 from nlp_lstm.train import distributed
 
 log = logging.getLogger("nlp_lstm")
@@ -40,6 +42,54 @@ def check_task_arguments(argv: list[str]) -> None:
                     fail(f"unknown task {name!r} (tasks: {', '.join(known)})")
 
 
+def check_overrides(argv: list[str]) -> None:
+    """Compose the config once with the command line's overrides, so a mistake (an unknown
+    key or group option, a malformed value) is one line and exit 2, not Hydra's several
+    lines and exit 1. Sweeps and flags (``--multirun``, ``--help`` ...) are left to Hydra."""
+    if any(arg.startswith("-") for arg in argv):
+        return
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    try:
+        with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="nlp_lstm"):
+            compose("config", overrides=argv, return_hydra_config=True)
+    except Exception as err:  # Hydra and OmegaConf raise many kinds
+        fail(describe_override_error(err, argv))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def describe_override_error(err: Exception, argv: list[str]) -> str:
+    """One line for a failed composition: which override, and what is wrong with it."""
+    text = str(err).strip()
+    cause = str(err.__cause__ or "").strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    if "not in struct" in cause or "Key '" in cause and "not in" in cause:
+        key = first.split("'")[1] if "'" in first else "?"
+        return (
+            f"unknown key {key.lstrip('+~')} (every key and its value: "
+            "python -m nlp_lstm task=<task> --cfg job)"
+        )
+    if first.startswith("In 'config': Could not find") or "Could not find" in first:
+        text = text.split("Config search path")[0]
+        return " ".join(line.strip() for line in text.splitlines() if line.strip())[:300]
+    return first[:300]
+
+
+def temporary_run_dir(argv: list[str]) -> str | None:
+    """``mode=test`` and ``mode=predict`` work in a temporary folder (removed afterwards)
+    unless ``hydra.run.dir`` names one: scoring 20 files should not leave 20 run folders."""
+    modes = [a.split("=", 1)[1] for a in argv if a.startswith("mode=")]
+    if not modes or modes[-1] not in ("test", "predict"):
+        return None
+    if any(a.startswith(("hydra.run.dir=", "--multirun", "-m")) for a in argv):
+        return None
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="nlp_lstm_")
+
+
 def prepare_processes(argv: list[str]) -> list[str]:
     """Under torchrun: join the process group, give every rank the same run-folder time
     stamp, and keep Hydra's own files to rank 0. Returns the argv Hydra should see."""
@@ -60,6 +110,33 @@ def run_dir_of_current_job() -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def record_in_run_log(message: str) -> None:
+    """Write ``message`` to the run folder's run.log only (stderr already has it)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.emit(logging.LogRecord("nlp_lstm", logging.ERROR, "", 0, message, None, None))
+            handler.flush()
+
+
+def check_run_folder(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse to train over a run folder that holds checkpoints, unless resuming it or
+    told to overwrite it."""
+    checkpoints = run_dir / "checkpoints"
+    if cfg.mode != "train" or not any(checkpoints.glob("*.pt")):
+        return
+    trainer = cfg.get("trainer", {})
+    if trainer.get("resume"):
+        return
+    if trainer.get("overwrite"):
+        shutil.rmtree(checkpoints)
+        log.warning("trainer.overwrite=true: removed the checkpoints of %s", run_dir)
+        return
+    raise ConfigError(
+        f"{run_dir} already holds checkpoints: continue it with trainer.resume=auto, "
+        "or start over with trainer.overwrite=true"
+    )
 
 
 def quiet_other_ranks() -> None:
@@ -86,11 +163,13 @@ def run(cfg: DictConfig) -> None:
                 f"task {name} has no mode {cfg.mode!r} (modes: {', '.join(modes) or 'none'})"
             )
         run_dir = run_dir_of_current_job()
+        check_run_folder(cfg, run_dir)
         if distributed.is_main():
-            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         modes[cfg.mode](cfg, run_dir)
     except UserError as err:
         log.debug("user error", exc_info=True)
+        record_in_run_log(f"error: {err}")
         fail(str(err))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -80,7 +80,24 @@ def to_dataclass(cls: type[T], section: Any, where: str) -> T:
     if missing:
         raise ConfigError(f"{where}.{missing[0]} needs a value ({where}.{missing[0]}=...)")
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
+    for key, value in kwargs.items():
+        _check_range(key, value, f"{where}.{key}")
     return cls(**kwargs)
+
+
+# Ranges that hold for every section, by field name: sizes and counts are at least 1,
+# dropout probabilities lie in [0, 1).
+AT_LEAST_ONE = {
+    "hidden_size", "num_layers", "embedding_dim", "char_dim", "char_hidden", "char_kernel",
+    "seq_len", "segment", "look_back", "horizon", "dim", "min_freq",
+}  # fmt: skip
+
+
+def _check_range(name: str, value: Any, where: str) -> None:
+    if name in AT_LEAST_ONE and isinstance(value, int) and value < 1:
+        raise ConfigError(f"{where} must be at least 1, got {value}")
+    if name.endswith("dropout") and isinstance(value, float) and not 0.0 <= value < 1.0:
+        raise ConfigError(f"{where} must be in [0, 1), got {value}")
 
 
 def defaults_of(cls: type) -> dict[str, Any]:

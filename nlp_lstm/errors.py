@@ -25,3 +25,9 @@ class DataError(UserError):
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}" if self.line else self.path
         return f"{where}: {self.message}"
+
+
+def quote(text: str, limit: int = 100) -> str:
+    """``repr(text)`` for an error message, cut to about ``limit`` characters (a 2 MB line
+    must not become a 2 MB error)."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")

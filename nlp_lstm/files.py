@@ -21,9 +21,14 @@ def read_text(path: str | Path, what: str = "file") -> str:
     unreadable, not UTF-8 or empty.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, f"{what} is a directory, not a file")
     if not path.is_file():
         raise DataError(path, None, f"{what} not found")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(path, None, f"cannot read {what}: {err.strerror}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:

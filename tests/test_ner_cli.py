@@ -110,16 +110,25 @@ def test_mode_predict_raw_text_and_conll(trained, tmp_path):
     first = [line.split("\t") for line in blocks[0].splitlines()]
     assert [t for t, _ in first] == ["Mr", "John", "Smith", "said", "in", "Paris", "."]
     assert [g for _, g in first] == ["O", "B-PER", "I-PER", "O", "O", "B-LOC", "O"]
-    # a CoNLL file as input, and stdout as output
+    # a CoNLL file as input (said explicitly), and stdout as output
     result = run_cli(
         "task=ner",
         "mode=predict",
         f"ckpt={ckpt}",
         f"input={trained['files']['dev']}",
+        "input_format=conll",
         f"hydra.run.dir={tmp_path / 'q'}",
     )
     assert result.returncode == 0
     assert result.stdout.count("\n\n") == 60
+    # raw text whose lines end in tag-shaped words is still raw text: nothing is dropped
+    result = run_cli(
+        "task=ner", "mode=predict", f"ckpt={ckpt}", stdin="Drive north on I-95\nGo O\n"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert [line.split("\t")[0] for line in result.stdout.split()[::2]] == [
+        "Drive", "north", "on", "I-95", "Go", "O"
+    ]  # fmt: skip
     # text on stdin
     result = run_cli(
         "task=ner",

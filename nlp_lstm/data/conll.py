@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from nlp_lstm.errors import DataError
+from nlp_lstm.errors import DataError, quote
 from nlp_lstm.files import read_lines
 
 TAG_PATTERN = re.compile(r"^(O|[BIES]-\S+)$")
@@ -59,21 +59,23 @@ def read_conll(
             width = len(fields)
             if width < 2:
                 raise DataError(
-                    path, number, f"expected at least 2 columns (token ... tag), found 1: {raw!r}"
+                    path,
+                    number,
+                    f"expected at least 2 columns (token ... tag), found 1: {quote(raw)}",
                 )
         if len(fields) != width:
             raise DataError(
                 path,
                 number,
-                f"expected {width} columns like the first token line, found {len(fields)}: {raw!r}",
+                f"expected {width} columns like the first token line, found {len(fields)}: {quote(raw)}",
             )
         try:
             token, tag = fields[token_column], fields[tag_column]
         except IndexError:
-            raise DataError(path, number, f"no column {tag_column} in {raw!r}") from None
+            raise DataError(path, number, f"no column {tag_column} in {quote(raw)}") from None
         if not TAG_PATTERN.match(tag):
             raise DataError(
-                path, number, f"unknown tag form {tag!r} (expected O, B-X, I-X, E-X or S-X)"
+                path, number, f"unknown tag form {quote(tag)} (expected O, B-X, I-X, E-X or S-X)"
             )
         if not tokens:
             start = number
@@ -95,7 +97,8 @@ def read_tokenized_text(path: str | Path) -> list[Sentence]:
 
 
 def looks_like_conll(path: str | Path) -> bool:
-    """True when every non-blank line ends in a tag-shaped column and has 2+ columns."""
+    """True when every non-blank line ends in a tag-shaped column and has 2+ columns (a
+    hint for the log only: raw text can look like that, so it never decides the format)."""
     lines = [ln.split() for ln in read_lines(path, "input file") if ln.strip()]
     return all((len(f) >= 2 and TAG_PATTERN.match(f[-1])) or f[0] == "-DOCSTART-" for f in lines)
 

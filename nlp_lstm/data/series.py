@@ -26,16 +26,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nlp_lstm.errors import ConfigError, DataError
+from nlp_lstm.errors import ConfigError, DataError, quote
 from nlp_lstm.files import read_text
 
 SplitKind = Literal["auto", "ett_hourly", "ratio"]
 ETT_HOURLY_BORDERS = (8640, 11520, 14400)  # 12, 4 and 4 months of hours
-
-
-def quote(text: str, limit: int = 100) -> str:
-    """``text`` for an error message, cut to ``limit`` characters."""
-    return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
 @dataclass

@@ -173,6 +173,12 @@ def read_hub(name: str, config: str | None, split: str, text_field: str, label_f
     )
 
 
+def _clean(value) -> str:
+    """A cell as text without byte-order marks (a file concatenated from two carries one
+    at the start of a line, which would become part of a label or a token)."""
+    return str(value).replace("\ufeff", "")
+
+
 def _tokenised(
     dataset,
     fields: tuple[str, str],
@@ -190,13 +196,13 @@ def _tokenised(
         )
     dataset = dataset.map(
         lambda batch: {
-            "tokens": [tokenize(str(t), tokenizer, lowercase) for t in batch[text_field]]
+            "tokens": [tokenize(_clean(t), tokenizer, lowercase) for t in batch[text_field]]
         },
         batched=True,
     )
     return LabelledTexts(
         list(dataset["tokens"]),
-        [str(label).strip() for label in dataset[label_field]],
+        [_clean(label).strip() for label in dataset[label_field]],
         lines,
         where,
     )

@@ -132,7 +132,11 @@ def _source_fingerprint(config: EmbeddingsConfig) -> str:
 
         target = Path(ROOT) / "glove_6B_50d_emb.npy"
     else:
-        target = Path(config.path or "").expanduser().resolve()
+        if not config.path:
+            raise ConfigError(f"embeddings.format={config.format} needs embeddings.path=FILE")
+        target = Path(config.path).expanduser().resolve()
+        if not target.is_file():
+            raise DataError(target, None, "embeddings file (embeddings.path) not found")
     stat = target.stat()
     return f"{config.format}|{target}|{stat.st_size}|{stat.st_mtime_ns}"
 

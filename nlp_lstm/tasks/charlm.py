@@ -22,7 +22,7 @@ from nlp_lstm.contract import Job, Split
 from nlp_lstm.data.text import IGNORE, CharBatch, CharWindows, split_text
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, DataError, UserError
-from nlp_lstm.files import read_lines, read_text
+from nlp_lstm.files import atomic_write_text, read_lines, read_text
 from nlp_lstm.modules.encoder import CellKind
 from nlp_lstm.modules.sampling import sample_next
 from nlp_lstm.tasks.common import (
@@ -230,6 +230,8 @@ def setup(cfg: DictConfig, run_dir: Path | None):
     chars = Vocab(sorted(set(train_text)))
     train_windows = CharWindows(chars.encode(train_text), data.seq_len)
     dev_windows = CharWindows(encode_text(dev_text, chars, dev_name), data.seq_len)
+    if not len(dev_windows):
+        raise DataError(dev_name, None, "dev text needs at least two characters to score")
     log.info(
         "%s train chars, %s dev chars (%s); %d distinct chars; %d + %d windows of %d",
         f"{len(train_text):,}",
@@ -263,7 +265,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     sample = _sample_config(cfg)
     chars = Vocab.from_list(job.bundle.vocabs["chars"])
     text = _continue(job.model, chars, _start(chars), sample, trainer)
-    (run_dir / "sample.txt").write_text(text + "\n", encoding="utf-8")
+    atomic_write_text(run_dir / "sample.txt", text + "\n")
     log.info("a %d-char sample of the best model is in %s", sample.length, run_dir / "sample.txt")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import sys
@@ -119,6 +120,8 @@ def require_file(path: str | None, what: str, hint: str) -> Path:
     if not path:
         raise UserError(f"no {what} given ({hint})")
     resolved = Path(path).expanduser()
+    if resolved.is_dir():
+        raise DataError(resolved, None, f"{what} is a directory, not a file")
     if not resolved.is_file():
         raise DataError(resolved, None, f"{what} not found. {hint}")
     return resolved
@@ -152,17 +155,17 @@ def input_lines_path(cfg: DictConfig, run_dir: Path) -> Path:
 
 @contextmanager
 def output_stream(cfg: DictConfig):
-    """``output=FILE`` (written whole at the end) or stdout."""
+    """``output=FILE`` (written whole and atomically at the end) or stdout."""
     if not cfg.output:
         yield sys.stdout
         sys.stdout.flush()
         return
     path = Path(cfg.output).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        yield handle
-    tmp.replace(path)
+    if path.is_dir():
+        raise UserError(f"output={cfg.output} is a directory; name a file")
+    buffer = io.StringIO()
+    yield buffer
+    atomic_write_text(path, buffer.getvalue())
 
 
 def extend_with_pretrained(

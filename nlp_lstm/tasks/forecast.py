@@ -95,6 +95,7 @@ class ForecastModelConfig:
     channels: Literal["independent", "mixed"] = "independent"  # one series at a time, or all
     segment: int = 24  # look-back steps per input segment (1: one step at a time)
     head: Literal["linear", "segments"] = "linear"  # segments: SegRNN's parallel decoding
+    linear_skip: bool = False  # add a linear map from the (normalised) window to the horizon
     revin: bool = True  # reversible instance normalisation
     revin_affine: bool = False
     loss: Literal["mse", "mae", "huber"] = "mse"  # the training loss (MAE: as SegRNN)
@@ -152,7 +153,8 @@ class SegmentDecoder(nn.Module):
 
 class LSTMForecaster(nn.Module):
     """RevIN -> SegmentProjection -> BiLSTMEncoder (final state) -> linear head (or the
-    SegRNN segment decoder).
+    SegRNN segment decoder), optionally plus a linear map of the window itself
+    (``linear_skip``: the RNN then learns what a linear forecast misses).
 
     ``channels="independent"`` runs every target column through the same network as its
     own univariate series (features are then not allowed); ``"mixed"`` reads all input
@@ -195,6 +197,9 @@ class LSTMForecaster(nn.Module):
             bidirectional=config.bidirectional,
             pooling="last",
         )
+        self.skip = nn.Linear(look_back, horizon) if config.linear_skip else None
+        if self.skip is not None and not self.independent:
+            raise ConfigError("model.linear_skip needs model.channels=independent")
         self.decoder: SegmentDecoder | None = None
         if config.head == "segments":
             if config.bidirectional or not self.independent:
@@ -223,6 +228,8 @@ class LSTMForecaster(nn.Module):
             y = self.decoder(encoded.final, self.encoder.dropout)
         else:
             y = self.head(encoded.pooled)
+        if self.skip is not None:  # the series' own linear forecast, plus the RNN's part
+            y = y + self.skip(x.squeeze(-1))
         if self.independent:
             y = y.view(batch, self.targets, self.horizon).transpose(1, 2)
         else:

@@ -31,7 +31,7 @@ from nlp_lstm.data.conll import (
 )
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
-from nlp_lstm.errors import DataError
+from nlp_lstm.errors import ConfigError, DataError
 from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import CRFImpl, TaggingHead
@@ -374,13 +374,23 @@ def test(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
-    """``mode=predict ckpt=PATH input=FILE output=FILE``: tag raw text (a sentence a line)
-    or a CoNLL file, writing ``token<TAB>tag`` lines and a blank line between sentences."""
+    """``mode=predict ckpt=PATH input=FILE output=FILE``: tag raw text (a sentence a line,
+    the default) or, with ``input_format=conll``, a CoNLL file, writing ``token<TAB>tag``
+    lines and a blank line between sentences. The format is never guessed: a line of raw
+    text whose last word looks like a tag ("Drive north on I-95") stays text."""
     tagger = load_tagger(checkpoint_for(cfg, "ner"))
     data = _data_config(cfg)
     path = input_lines_path(cfg, run_dir)
-    is_conll = looks_like_conll(path)
-    sentences = _read(path, data, "input file") if is_conll else read_tokenized_text(path)
+    input_format = cfg.get("input_format", "text")
+    if input_format not in ("text", "conll"):
+        raise ConfigError(f"input_format must be text or conll, not {input_format!r}")
+    is_conll = input_format == "conll"
+    if is_conll:
+        sentences = _read(path, data, "input file")
+    else:
+        sentences = read_tokenized_text(path)
+        if looks_like_conll(path):
+            log.warning("the input looks like a CoNLL file: pass input_format=conll to read it so")
     if not sentences:
         raise DataError(path, None, "input holds no sentences")
     trainer = make_trainer(cfg, None)
@@ -391,7 +401,8 @@ def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
             for token, tag in zip(sentence.tokens, tags, strict=True):
                 out.write(f"{token}\t{tag}\n")
             out.write("\n")
-    log.info("tagged %d sentences (%s input)", len(paths), "CoNLL" if is_conll else "raw text")
+    log.info("tagged %d sentences (input read as %s: input_format=%s)", len(paths),
+             "CoNLL columns" if is_conll else "raw text, a sentence a line", input_format)  # fmt: skip
 
 
 MODES = {"train": train, "test": test, "predict": predict_mode}

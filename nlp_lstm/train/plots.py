@@ -15,6 +15,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path, dpi: int) -> None:
+    """Write a figure as PNG atomically (a half-written plot never replaces a good one)."""
+    from nlp_lstm.files import atomic_write
+
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
+
+
 def plot_curves(history: Sequence[dict], path: str | Path, monitor: str, mode: str = "max") -> None:
     """Train loss, the monitored dev metric (its best value marked; ``mode`` says whether
     higher or lower is better) and the learning rate against the epoch."""
@@ -45,7 +52,7 @@ def plot_curves(history: Sequence[dict], path: str | Path, monitor: str, mode: s
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path, 100)
     plt.close(fig)
 
 
@@ -72,7 +79,7 @@ def plot_confusion(
                 color="white" if count > top / 2 else "black",
             )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path, 100)
     plt.close(fig)
 
 
@@ -95,5 +102,5 @@ def plot_forecasts(panels: Sequence[dict], path: str | Path, cols: int = 3) -> N
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path, 90)
     plt.close(fig)

@@ -64,6 +64,7 @@ class TrainerConfig:
     patience: int = 10  # epochs without improvement before stopping; 0 = never stop early
     seed: int = 42
     resume: str | None = None  # a checkpoint path, or "auto" for the run folder's last.pt
+    overwrite: bool = False  # train over a run folder that already holds checkpoints
     limit_train_batches: int | None = None
     limit_eval_batches: int | None = None
     log_every_n_steps: int = 50
@@ -353,6 +354,9 @@ class Trainer:
         optimizer = self._optimizer(model)
         scheduler = self._scheduler(optimizer, monitor)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        if self.is_main:  # temp files of a write that a kill cut short
+            for stale in self.checkpoint_dir.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
         if cfg.resume:
             self._resume(model, optimizer, scheduler, scaler)
         engine = self._engine(model)
@@ -441,6 +445,14 @@ class Trainer:
                 if self.is_main:
                     self._write_logs()
                 distributed.barrier()
+        except KeyboardInterrupt:
+            log.warning(
+                "interrupted at epoch %d, step %d (the last checkpoint is from epoch %d)",
+                self.state.epoch,
+                self.state.step,
+                max(self.state.epoch - 1, 0),
+            )
+            raise
         finally:
             if writer is not None:
                 writer.close()
