@@ -143,6 +143,16 @@ def task_module(name: str):
         raise
 
 
+def first_file(*paths: str) -> str:
+    """The first of ``paths`` that is a file (the first one when none is): the
+    ``${first_file:a,b}`` resolver, for defaults such as "the phrase-level SST-2 training
+    file if it is there, else the sentence-level one"."""
+    for path in paths:
+        if Path(str(path)).expanduser().is_file():
+            return str(path)
+    return str(paths[0])
+
+
 def register_schemas() -> None:
     """Put the config dataclasses' defaults into Hydra's ConfigStore, so conf/ composes
     them (``defaults: [/schema@trainer: trainer]``, ``/schema/<task>@_here_: data`` ...) and
@@ -153,6 +163,8 @@ def register_schemas() -> None:
     from nlp_lstm.data.vectors import EmbeddingsConfig
     from nlp_lstm.train.trainer import TrainerConfig
 
+    if not OmegaConf.has_resolver("first_file"):
+        OmegaConf.register_new_resolver("first_file", first_file)
     store = ConfigStore.instance()
     store.store(group="schema", name="trainer", node=defaults_of(TrainerConfig))
     store.store(group="schema", name="embeddings", node=defaults_of(EmbeddingsConfig))

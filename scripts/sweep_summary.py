@@ -3,6 +3,9 @@ deviation and range of every scalar metric across the runs.
 
     python -m nlp_lstm --multirun task=sentiment trainer.seed=1,2,3 hydra.sweep.dir=multirun/sst2
     python scripts/sweep_summary.py multirun/sst2 [--json summary.json]
+
+``--group-by data.horizon`` summarises each value of that override on its own (seeds of
+several settings in one sweep); ``--digits`` sets the printed precision.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ def main() -> None:
     )
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--json", help="write the summary here")
+    parser.add_argument("--group-by", help="an override key whose values are summarised apart")
+    parser.add_argument("--digits", type=int, default=2)
     args = parser.parse_args()
     runs = []
     for metrics_file in sorted(args.sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name):
@@ -38,22 +43,36 @@ def main() -> None:
     if not runs:
         raise SystemExit(f"no */metrics.json under {args.sweep_dir}")
     keys = [k for k, v in runs[0]["metrics"].items() if isinstance(v, (int, float))]
+    d = args.digits
     for run in runs:
-        values = "  ".join(f"{k} {run['metrics'][k]:.2f}" for k in keys)
+        values = "  ".join(f"{k} {run['metrics'][k]:.{d}f}" for k in keys)
         print(f"{run['run']:>4}  {values}  [{' '.join(run['overrides'])}]")
-    summary = {}
-    for key in keys:
-        values = [run["metrics"][key] for run in runs]
-        summary[key] = {
-            "mean": statistics.fmean(values),
-            "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values),
-            "max": max(values),
-        }
-        s = summary[key]
-        print(
-            f"{key}: mean {s['mean']:.2f} ± {s['std']:.2f} (min {s['min']:.2f}, max {s['max']:.2f}, n={len(values)})"
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        value = next(
+            (o.split("=", 1)[1] for o in run["overrides"] if o.split("=", 1)[0] == args.group_by),
+            "all",
         )
+        groups.setdefault(value, []).append(run)
+    summary = {}
+    for group, members in groups.items():
+        if args.group_by:
+            print(f"{args.group_by}={group}")
+        summary[group] = {}
+        for key in keys:
+            values = [run["metrics"][key] for run in members]
+            s = summary[group][key] = {
+                "mean": statistics.fmean(values),
+                "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                "min": min(values),
+                "max": max(values),
+            }
+            print(
+                f"  {key}: mean {s['mean']:.{d}f} ± {s['std']:.{d}f} "
+                f"(min {s['min']:.{d}f}, max {s['max']:.{d}f}, n={len(values)})"
+            )
+    if not args.group_by:
+        summary = summary["all"]
     if args.json:
         Path(args.json).write_text(json.dumps({"runs": runs, "summary": summary}, indent=2))
 

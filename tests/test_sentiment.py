@@ -187,3 +187,24 @@ def test_cli_train_test_predict_round_trip(tmp_path):
         f"hydra.run.dir={tmp_path / 'o'}",
     )
     assert result.returncode == 2 and f"{odd}:3: unknown label 'meh'" in result.stderr
+
+
+def test_ptb_brackets_read_as_brackets_everywhere():
+    assert tokenize("a -LRB- fine -rrb- film -lsb- x -RSB- -- - -lcb-", "whitespace", False) == [
+        "a", "(", "fine", ")", "film", "[", "x", "]", "--", "-", "{"
+    ]  # fmt: skip
+    assert tokenize("A (fine) film", "words", True) == ["a", "(", "fine", ")", "film"]
+
+
+def test_sst2_trains_on_the_phrase_file_when_it_is_there(tmp_path):
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "train.tsv").write_text("label\tsentence\n1\tgood\n")
+
+    def composed_train() -> str:
+        done = run_cli("task=sentiment", f"data.root={tmp_path}", "--cfg", "job", "--resolve")
+        assert done.returncode == 0, done.stderr[-2000:]
+        return next(line.split(": ", 1)[1] for line in done.stdout.splitlines() if "train:" in line)
+
+    assert composed_train() == f"{tmp_path}/sst2/train.tsv"
+    (tmp_path / "sst2" / "train_phrases.tsv").write_text("label\tsentence\n1\tgood\n")
+    assert composed_train() == f"{tmp_path}/sst2/train_phrases.tsv"

@@ -32,12 +32,21 @@ class LabelledTexts:
     path: str
 
 
+# Penn Treebank escapes for brackets (SST's sentence files write -lrb- where its phrase file
+# and users' raw text write "("): every token is read as the bracket itself.
+PTB_BRACKETS = {
+    "-lrb-": "(", "-rrb-": ")", "-lsb-": "[", "-rsb-": "]", "-lcb-": "{", "-rcb-": "}",
+}  # fmt: skip
+
+
 def tokenize(text: str, tokenizer: Tokenizer, lowercase: bool) -> list[str]:
     """``whitespace``: split on spaces (pre-tokenised corpora such as SST); ``words``: words
-    and single punctuation marks."""
+    and single punctuation marks. PTB bracket tokens (``-lrb-`` ..., any case) become the
+    brackets they stand for, here and only here, for training, test and predict alike."""
     if lowercase:
         text = text.lower()
-    return text.split() if tokenizer == "whitespace" else WORDS.findall(text)
+    tokens = text.split() if tokenizer == "whitespace" else WORDS.findall(text)
+    return [PTB_BRACKETS.get(t.lower(), t) if t[0] == "-" else t for t in tokens]
 
 
 def _table_kind(path: Path) -> str:

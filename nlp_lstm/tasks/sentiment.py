@@ -51,8 +51,9 @@ from nlp_lstm.train.plots import plot_confusion
 log = logging.getLogger(__name__)
 
 CORPUS_HINT = (
-    "Put SST-2 at <data.root>/sst2/{train,dev,test}.tsv (set data.root=DIR or NLP_LSTM_DATA=DIR) "
-    "or name CSV/TSV/JSONL files with data.train=/data.dev=/data.test=; see data/README.md"
+    "Put SST-2 at <data.root>/sst2/{train_phrases,train,dev,test}.tsv (set data.root=DIR or "
+    "NLP_LSTM_DATA=DIR) or name CSV/TSV/JSONL files with data.train=/data.dev=/data.test=; "
+    "see data/README.md"
 )
 REPORTED = ("accuracy", "macro_f1", "n")
 
