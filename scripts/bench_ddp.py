@@ -16,24 +16,33 @@ import csv
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+# runs a command and prints the peak RSS (KiB) of the largest process it started: a fresh
+# wrapper per measurement, since RUSAGE_CHILDREN keeps the maximum of every child ever waited
+MEASURE = """
+import resource, subprocess, sys
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stderr.write(done.stderr[-3000:] if done.returncode else "")
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+sys.exit(done.returncode)
+"""
+
 
 def run(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and the peak RSS (MiB) of the largest process this command started."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     start = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, *command], env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-3000:]}")
-    peak = max(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, before)
-    return seconds, peak / 1024
+        sys.exit(f"failed: {' '.join(command)}\n{done.stderr}")
+    return seconds, int(done.stdout.split()[-1]) / 1024
 
 
 def epoch_row(run_dir: Path) -> dict[str, str]:
