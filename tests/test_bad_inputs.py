@@ -251,3 +251,24 @@ def test_byte_order_marks_inside_files_are_not_data(files, tmp_path):
     assert set(texts.labels) == {"0", "1"} and not any(
         "\ufeff" in t for s in texts.tokens for t in s
     )
+
+
+def test_limited_evaluation_reports_what_it_scored(files, tmp_path):
+    """``trainer.limit_eval_batches`` shortens scoring only with the figure saying so (its
+    supports count the scored sentences' entities), and predict writes the sentences it
+    tagged instead of crashing."""
+    args = ["task=ner", f"ckpt={files['ckpt']}", "trainer.eval_batch_size=4"]
+
+    def support(*extra: str) -> int:
+        code, stdout, stderr = run_main(*args, *extra, "mode=test", f"data.test={files['dev']}")
+        assert code == 0, stderr[-2000:]
+        scores = json.loads(stdout.splitlines()[-1])
+        return sum(row["support"] for row in scores["per_type"].values())
+
+    assert 0 < support("trainer.limit_eval_batches=1") < support()  # 4 of the 10 sentences
+    code, stdout, stderr = run_main(
+        *args, "trainer.limit_eval_batches=1", "mode=predict", f"input={files['dev']}",
+        "input_format=conll",
+    )  # fmt: skip
+    assert code == 0, stderr[-2000:]
+    assert stdout.strip("\n").count("\n\n") == 3  # four sentences, a blank line between

@@ -120,10 +120,11 @@ def run_training(tmp_path, name, max_epochs=4, interrupt_at=None, resume=None):
     return job.model, trainer
 
 
-def test_interrupted_run_resumed_ends_where_uninterrupted_run_ends(tmp_path):
+def test_interrupted_run_resumed_ends_where_uninterrupted_run_ends(tmp_path, caplog):
     full, full_trainer = run_training(tmp_path, "full")
     with pytest.raises(KeyboardInterrupt):
         run_training(tmp_path, "cut", interrupt_at=3)  # dies in epoch 3, after epoch 2 was saved
+    assert "interrupted at epoch 3, step" in caplog.text  # what run.log records
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert cut.payload["trainer"]["epoch"] == 2
     resumed, resumed_trainer = run_training(tmp_path, "cut", resume="auto")
