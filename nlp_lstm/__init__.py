@@ -1,10 +1,13 @@
-"""nlp_lstm: LSTM models for NER, sentiment, character language modelling and translation.
+"""nlp_lstm: LSTM models for NER, sentiment, character language modelling, forecasting and
+translation.
 
 The building blocks are importable on their own::
 
-    from nlp_lstm import BiLSTMEncoder, CRF, TokenEmbedder, Vocab, Trainer
+    from nlp_lstm import BiLSTMEncoder, CRF, TokenEmbedder, Vocab, Trainer, Job, Split
 """
 
+from nlp_lstm.checkpoint import Bundle, load_checkpoint
+from nlp_lstm.contract import Job, Monitor, Split
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors, load_keyed_vectors
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.modules.crf import CRF
@@ -13,17 +16,24 @@ from nlp_lstm.modules.encoder import BiLSTMEncoder, EncoderOutput
 from nlp_lstm.modules.heads import ClassifierHead, TaggingHead
 from nlp_lstm.modules.pooling import AttentionPooling
 from nlp_lstm.modules.sampling import filter_logits, sample_next
+from nlp_lstm.modules.series import RevIN, SegmentProjection
 from nlp_lstm.train.trainer import Trainer, TrainerConfig
 
 __all__ = [
     "AttentionPooling",
     "BiLSTMEncoder",
+    "Bundle",
     "CRF",
     "CharCNN",
     "CharLSTM",
     "ClassifierHead",
     "EmbeddingsConfig",
     "EncoderOutput",
+    "Job",
+    "Monitor",
+    "RevIN",
+    "SegmentProjection",
+    "Split",
     "TaggingHead",
     "TokenEmbedder",
     "Trainer",
@@ -31,6 +41,7 @@ __all__ = [
     "Vocab",
     "build_vocab_and_vectors",
     "filter_logits",
+    "load_checkpoint",
     "load_keyed_vectors",
     "sample_next",
 ]
