@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nlp_lstm.checkpoint import load_checkpoint
-from nlp_lstm.errors import ConfigError
+from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.files import atomic_save
 from nlp_lstm.modules.embeddings import TokenEmbedder
 from nlp_lstm.train.trainer import Trainer, parameter_groups, seed_everything
@@ -270,3 +270,23 @@ def test_lr_scale_moves_the_word_matrix_alone():
     grad = embedder.words.weight.grad.clone()
     optimizer.step()
     assert torch.allclose(embedder.words.weight - before, -0.3 * grad)
+
+
+def test_version_1_checkpoints_still_load(tmp_path):
+    """Checkpoints written before the bundle (vocabularies beside the config in "meta")."""
+    path = tmp_path / "old.pt"
+    meta = {
+        "task": "ner",
+        "config": {"model": {"hidden_size": 8}},
+        "words": ["<pad>", "<unk>", "EU"],
+        "chars": ["<pad>", "<unk>", "E"],
+        "tags": ["O", "B-ORG"],
+        "scheme": "bioes",
+    }
+    atomic_save({"version": 1, "meta": meta, "model": {"w": torch.ones(2)}}, path)
+    checkpoint = load_checkpoint(path, task="ner")
+    assert checkpoint.bundle.vocabs == {k: meta[k] for k in ("words", "chars", "tags")}
+    assert checkpoint.bundle.extras == {"scheme": "bioes"}
+    assert checkpoint.bundle.config == meta["config"] and not checkpoint.resumable
+    with pytest.raises(UserError, match="not 'sentiment'"):
+        load_checkpoint(path, task="sentiment")
