@@ -55,23 +55,23 @@ def check_overrides(argv: list[str]) -> None:
         with initialize_config_dir(str(conf_dir()), version_base="1.3", job_name="nlp_lstm"):
             compose("config", overrides=argv, return_hydra_config=True)
     except Exception as err:  # Hydra and OmegaConf raise many kinds
-        fail(describe_override_error(err, argv))
+        fail(describe_override_error(err))
     finally:
         GlobalHydra.instance().clear()
 
 
-def describe_override_error(err: Exception, argv: list[str]) -> str:
+def describe_override_error(err: Exception) -> str:
     """One line for a failed composition: which override, and what is wrong with it."""
     text = str(err).strip()
     cause = str(err.__cause__ or "").strip()
     first = text.splitlines()[0] if text else type(err).__name__
-    if "not in struct" in cause or "Key '" in cause and "not in" in cause:
+    if "not in struct" in cause or ("Key '" in cause and "not in" in cause):
         key = first.split("'")[1] if "'" in first else "?"
         return (
             f"unknown key {key.lstrip('+~')} (every key and its value: "
             "python -m nlp_lstm task=<task> --cfg job)"
         )
-    if first.startswith("In 'config': Could not find") or "Could not find" in first:
+    if "Could not find" in first:
         text = text.split("Config search path")[0]
         return " ".join(line.strip() for line in text.splitlines() if line.strip())[:300]
     return first[:300]

@@ -41,6 +41,7 @@ from typing import Any, Literal
 from torch import nn
 
 from nlp_lstm.checkpoint import Bundle
+from nlp_lstm.errors import ConfigError
 
 
 @dataclass
@@ -101,8 +102,6 @@ class Job:
 
 def choose_monitor(name: str, metrics: dict[str, Literal["max", "min"]], task: str) -> Monitor:
     """``task.monitor`` checked against the metrics a task reports (name -> direction)."""
-    from nlp_lstm.errors import ConfigError
-
     if name not in metrics:
         raise ConfigError(
             f"task.monitor={name!r} is not a metric of task {task} (choose from {', '.join(metrics)})"

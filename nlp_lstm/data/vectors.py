@@ -82,11 +82,7 @@ def load_keyed_vectors(config: EmbeddingsConfig) -> KeyedVectors:
         kv = KeyedVectors(matrix.shape[1], count=len(words), dtype=np.float32)
         kv.add_vectors(words, matrix)
         return kv
-    if not config.path:
-        raise ConfigError(f"embeddings.format={fmt} needs embeddings.path=FILE")
-    path = Path(config.path).expanduser()
-    if not path.is_file():
-        raise DataError(path, None, "embeddings file not found (embeddings.path)")
+    path = _vector_file(config)
     try:
         if fmt == "glove":
             return KeyedVectors.load_word2vec_format(str(path), binary=False, no_header=True)
@@ -105,6 +101,16 @@ def load_keyed_vectors(config: EmbeddingsConfig) -> KeyedVectors:
     except (ValueError, UnicodeDecodeError, EOFError, OSError, IndexError) as err:
         raise DataError(path, None, f"cannot read as {fmt} vectors: {err}") from None
     raise ConfigError(f"unknown embeddings.format {fmt!r}")
+
+
+def _vector_file(config: EmbeddingsConfig) -> Path:
+    """``embeddings.path``, checked: a one-line error when it is unset or not a file."""
+    if not config.path:
+        raise ConfigError(f"embeddings.format={config.format} needs embeddings.path=FILE")
+    path = Path(config.path).expanduser()
+    if not path.is_file():
+        raise DataError(path, None, "embeddings file not found (embeddings.path)")
+    return path
 
 
 def _candidates(word: str) -> list[str]:
@@ -132,11 +138,7 @@ def _source_fingerprint(config: EmbeddingsConfig) -> str:
 
         target = Path(ROOT) / "glove_6B_50d_emb.npy"
     else:
-        if not config.path:
-            raise ConfigError(f"embeddings.format={config.format} needs embeddings.path=FILE")
-        target = Path(config.path).expanduser().resolve()
-        if not target.is_file():
-            raise DataError(target, None, "embeddings file (embeddings.path) not found")
+        target = _vector_file(config).resolve()
     stat = target.stat()
     return f"{config.format}|{target}|{stat.st_size}|{stat.st_mtime_ns}"
 

@@ -32,6 +32,7 @@ from nlp_lstm.data.series import (
     read_series,
     split_kind,
     split_rows,
+    window_count,
 )
 from nlp_lstm.errors import ConfigError, DataError
 from nlp_lstm.files import atomic_write_text
@@ -352,7 +353,7 @@ def prepare(
     kind = split_kind(data.split, series.path)
     rows = split_rows(kind, len(series), data.look_back)
     for name, (start, end) in rows.items():
-        if end - start < data.look_back + data.horizon:
+        if window_count((start, end), data.look_back, data.horizon) < 1:
             raise DataError(
                 series.path,
                 None,

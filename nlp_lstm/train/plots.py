@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from nlp_lstm.files import atomic_write
+
 
 def _pyplot():
     import matplotlib
@@ -17,8 +19,6 @@ def _pyplot():
 
 def _save(fig, path: str | Path, dpi: int) -> None:
     """Write a figure as PNG atomically (a half-written plot never replaces a good one)."""
-    from nlp_lstm.files import atomic_write
-
     atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=dpi))
 
 

@@ -536,8 +536,9 @@ class Trainer:
 
     def _step(self, optimizer, scaler, params, count: torch.Tensor) -> None:
         """Scale the summed gradients to a mean over ``count`` units on all ranks (DDP
-        already averaged them over ranks), clip, and step."""
-        total = distributed.all_reduce_sum(count.clone()) if self.world_size > 1 else count
+        already averaged them over ranks), clip, and step. ``count`` is summed over ranks
+        in place (the caller zeroes it for the next step)."""
+        total = distributed.all_reduce_sum(count)  # a no-op in one process
         scaler.unscale_(optimizer)
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
