@@ -56,7 +56,7 @@ def task_configs(
     model = to_dataclass(model_class, cfg.model, "model")
     embeddings = to_dataclass(EmbeddingsConfig, cfg.embeddings, "embeddings")
     trainer = make_trainer(cfg, run_dir)
-    seed_everything(trainer.config.seed)
+    seed_everything(trainer.config.seed + trainer.rank)  # DDP copies rank 0's weights
     return data, model, embeddings, trainer
 
 
