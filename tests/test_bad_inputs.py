@@ -7,41 +7,18 @@ a fraction of a second a case instead of a fresh interpreter's seconds.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import run_main
 from tests.conftest import toy_ner_sentences, write_conll
 
 TINY_NER = [
     "embeddings=random", "embeddings.dim=8", "model.hidden_size=8", "model.char_dim=4",
     "model.char_hidden=4", "trainer.max_epochs=1", "trainer.progress_bar=false",
 ]  # fmt: skip
-
-
-def run_main(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-    """``python -m nlp_lstm ARGS`` in this process: exit code, stdout, stderr."""
-    from nlp_lstm.__main__ import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved_argv, saved_stdin = sys.argv, sys.stdin
-    sys.argv = ["nlp_lstm", *args]
-    if stdin is not None:
-        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin.encode()))
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-            except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        sys.argv, sys.stdin = saved_argv, saved_stdin
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +55,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     write("text_latin1.txt", b"fine line\nbroken \xff byte\n")
     write("text.txt", "to be, or not to be: that is the question.\n" * 20)
     write("text_one_char.txt", "x")
+    write("mt_good.de", "Ein Hund.\nEine Katze.\n")
+    write("mt_good.en", "A dog.\nA cat.\n")
+    write("mt_empty.de", "Ein Hund.\nEine Katze.\n")
+    write("mt_empty.en", "A dog.\n  \n")
+    write("mt_count.de", "Ein Hund.\nEine Katze.\nRot.\n")
+    write("mt_count.en", "A dog.\nA cat.\n")
+    write("mt_half.de", "Ein Hund.\n")
     header = "date,a,b\n"
     good = "".join(f"2020-01-01 {h:02d}:00:00,{h}.5,{h * 2}\n" for h in range(24))
     write("series_nan.csv", header + good.replace("5.5,10", "5.5,abc"))
@@ -105,6 +89,14 @@ def sentiment(f, **data) -> list[str]:
     return [
         "task=sentiment", *(f"data.{k}={v}" for k, v in data.items()), "embeddings=random",
         "embeddings.dim=8", "model.hidden_size=8", "trainer.max_epochs=1",
+    ]  # fmt: skip
+
+
+def translate(f, **data) -> list[str]:
+    data = {"train": f["root"] / "mt_good", "dev": f["root"] / "mt_good", **data}
+    return [
+        "task=translate", *(f"data.{k}={v}" for k, v in data.items()), "data.tokenizer=word",
+        "model.embedding_dim=8", "model.hidden_size=8", "trainer.max_epochs=1",
     ]  # fmt: skip
 
 
@@ -144,6 +136,13 @@ CASES = [
     ("text empty", lambda f: ["task=charlm", f"data.train={f['empty.txt']}"], ("empty.txt", None), "empty"),
     ("text dev too short to score", lambda f: ["task=charlm", f"data.train={f['text.txt']}", f"data.dev={f['text_one_char.txt']}"], ("text_one_char.txt", None), "two characters"),
     ("text too short to split", lambda f: ["task=charlm", f"data.train={f['text_one_char.txt']}"], ("text_one_char.txt", None), "too short"),
+    # parallel text (translate)
+    ("parallel empty line", lambda f: translate(f, dev=f["root"] / "mt_empty"), ("mt_empty.en", 2), "empty line"),
+    ("parallel line counts differ", lambda f: translate(f, train=f["root"] / "mt_count"), ("mt_count.de", None), "has 3 lines but"),
+    ("parallel side missing", lambda f: translate(f, dev=f["root"] / "mt_half"), (None, None), "(en side) not found"),
+    ("parallel prefix not a file", lambda f: translate(f, dev=f["root"] / "mt_good.de"), (None, None), "not found"),
+    ("beam size 0", lambda f: [*translate(f), "decode.beam_size=0"], (None, None), "decode.beam_size"),
+    ("odd translate hidden size", lambda f: [*translate(f), "model.hidden_size=7"], (None, None), "model.hidden_size"),
     # numeric series (forecast)
     ("series not a number", lambda f: forecast(f, "series_nan.csv"), ("series_nan.csv", 7), "not a number"),
     ("series empty cell", lambda f: forecast(f, "series_empty_cell.csv"), ("series_empty_cell.csv", 9), "empty cell"),

@@ -104,3 +104,21 @@ def plot_forecasts(panels: Sequence[dict], path: str | Path, cols: int = 3) -> N
     fig.tight_layout()
     _save(fig, path, 90)
     plt.close(fig)
+
+
+def plot_attention(panels: Sequence[tuple], path: str | Path, cols: int = 2) -> None:
+    """Attention heatmaps: each panel is ``(source tokens, output tokens, weights)`` with
+    ``weights`` of shape (outputs, sources); output tokens down, source tokens across."""
+    plt = _pyplot()
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 5.5 * rows), squeeze=False)
+    for ax, (source, output, weights) in zip(axes.flat, panels, strict=False):
+        ax.imshow(weights, cmap="Greys", vmin=0.0, vmax=1.0, aspect="auto")
+        ax.set_xticks(range(len(source)), source, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(output)), output, fontsize=8)
+        ax.set(xlabel="source", ylabel="output")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    _save(fig, path, 90)
+    plt.close(fig)

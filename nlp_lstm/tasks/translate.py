@@ -1,0 +1,493 @@
+"""Translation: an LSTM encoder-decoder with attention, beam search and sacreBLEU.
+
+parallel text (``<prefix>.<lang>`` pairs) -> BPE or word tokenisers (HF ``tokenizers``) ->
+length-bucketed batches -> source embedding -> BiLSTMEncoder -> AttentionDecoder (input
+feeding) -> label-smoothed cross-entropy per target token; greedy or beam search ->
+detokenised text -> sacreBLEU and chrF against the raw reference lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from nlp_lstm.config import to_dataclass
+from nlp_lstm.contract import Job, Split
+from nlp_lstm.data.batching import lengths_mask, pad
+from nlp_lstm.data.parallel import (
+    TokenizerKind,
+    check_lines,
+    decode,
+    encode,
+    load_tokenizer,
+    read_parallel,
+    side_path,
+    train_tokenizer,
+)
+from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
+from nlp_lstm.errors import ConfigError, UserError
+from nlp_lstm.files import read_lines
+from nlp_lstm.modules.attention import AttentionKind
+from nlp_lstm.modules.decoder import AttentionDecoder, DecoderState, Memory
+from nlp_lstm.modules.encoder import BiLSTMEncoder
+from nlp_lstm.modules.search import SpecialIds, beam_search, greedy_search
+from nlp_lstm.tasks.common import (
+    checkpoint_for,
+    fit,
+    input_lines_path,
+    load_weights,
+    make_bundle,
+    make_trainer,
+    output_stream,
+    report,
+    require_file,
+    saved_configs,
+    task_configs,
+    task_monitor,
+)
+from nlp_lstm.train import distributed
+from nlp_lstm.train.plots import plot_attention
+from nlp_lstm.train.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+CORPUS_HINT = (
+    "Put Multi30k at <data.root>/multi30k/{train,val}.{de,en} (set data.root=DIR or "
+    "NLP_LSTM_DATA=DIR) or name file prefixes with data.train=/data.dev=/data.test= "
+    "(data.test=/x/test2016 reads /x/test2016.de and /x/test2016.en); see data/README.md"
+)
+IDS = SpecialIds()
+METRICS = {"bleu": "max", "chrf": "max"}
+
+
+@dataclass
+class TranslateDataConfig:
+    """The ``data`` group for translation. ``train``/``dev``/``test`` are file prefixes."""
+
+    root: str = "data"
+    train: str | None = None
+    dev: str | None = None
+    test: str | None = None
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    tokenizer: TokenizerKind = "bpe"
+    vocab_size: int = 8000  # per side (or in all, with joint_vocab)
+    joint_vocab: bool = False  # one tokenizer trained on both sides
+    min_freq: int = 1  # word tokenizer: keep words seen this often (BPE: pairs to merge)
+
+
+@dataclass
+class TranslateModelConfig:
+    """The ``model`` group for translation."""
+
+    embedding_dim: int = 256
+    hidden_size: int = 512  # decoder size; the encoder runs hidden_size // 2 per direction
+    num_layers: int = 1
+    dropout: float = 0.3
+    attention: AttentionKind = "luong_general"
+    input_feeding: bool = True
+    tie_embeddings: bool = True  # the output layer reuses the target embedding matrix
+    label_smoothing: float = 0.1
+    pretrained: Literal["none", "source", "target", "both"] = "none"  # rows from `embeddings`
+
+
+@dataclass
+class DecodeConfig:
+    """The ``decode`` section: how test and predict translate (dev BLEU during training
+    is always greedy). Output length is capped at ``max_len_a * source tokens + max_len_b``
+    target tokens."""
+
+    beam_size: int = 5
+    length_penalty: float = 1.0  # hypothesis score / length ** length_penalty
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+
+
+SCHEMAS = {"data": TranslateDataConfig, "model": TranslateModelConfig, "decode": DecodeConfig}
+
+
+@dataclass
+class PairBatch:
+    """Padded source ids and, for training, target inputs (BOS first) and outputs (EOS last)."""
+
+    source: Tensor  # (B, S)
+    source_mask: Tensor  # (B, S)
+    source_lengths: Tensor  # (B,) on the CPU
+    indices: Tensor  # (B,)
+    target_in: Tensor | None = None  # (B, T)
+    target_out: Tensor | None = None  # (B, T), 0 at padding
+
+
+class PairCollator:
+    """Turns dataset positions into a :class:`PairBatch` (longest source first)."""
+
+    def __init__(self, source: list[list[int]], target: list[list[int]] | None) -> None:
+        self.source = source
+        self.target = target
+        self.lengths = [len(s) for s in source]
+
+    def __call__(self, indices: list[int]) -> PairBatch:
+        indices = sorted(indices, key=lambda i: -self.lengths[i])
+        lengths = torch.tensor([self.lengths[i] for i in indices])
+        batch = PairBatch(
+            source=pad([self.source[i] for i in indices]),
+            source_mask=lengths_mask(lengths, int(lengths.max())),
+            source_lengths=lengths,
+            indices=torch.tensor(indices),
+        )
+        if self.target is not None:
+            batch.target_in = pad([[IDS.bos, *self.target[i]] for i in indices])
+            batch.target_out = pad([[*self.target[i], IDS.eos] for i in indices])
+        return batch
+
+
+class Seq2Seq(nn.Module):
+    """Source embedding -> BiLSTMEncoder -> AttentionDecoder.
+
+    The encoder runs ``hidden_size // 2`` units per direction, so its states and its final
+    ``(h, c)`` (both directions joined, layer by layer) have the decoder's size: the
+    decoder starts from the encoder's final state and attends over its states.
+    """
+
+    def __init__(
+        self,
+        config: TranslateModelConfig,
+        source_vocab: int,
+        target_vocab: int,
+        source_vectors: Tensor | None = None,
+        target_vectors: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        if config.hidden_size % 2:
+            raise ConfigError(f"model.hidden_size must be even, got {config.hidden_size}")
+        if not 0.0 <= config.label_smoothing < 1.0:
+            raise ConfigError(
+                f"model.label_smoothing must be in [0, 1), got {config.label_smoothing}"
+            )
+        self.label_smoothing = config.label_smoothing
+        self.num_layers = config.num_layers
+        self.source_embedding = nn.Embedding(source_vocab, config.embedding_dim, padding_idx=0)
+        if source_vectors is not None:
+            self.source_embedding.weight.data.copy_(source_vectors)
+        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.encoder = BiLSTMEncoder(
+            config.embedding_dim, config.hidden_size // 2, config.num_layers, config.dropout
+        )
+        self.decoder = AttentionDecoder(
+            target_vocab,
+            config.embedding_dim,
+            config.hidden_size,
+            config.num_layers,
+            config.dropout,
+            config.attention,
+            config.input_feeding,
+            config.tie_embeddings,
+            target_vectors,
+        )
+
+    def encode(self, batch: PairBatch) -> tuple[Memory, DecoderState]:
+        """The attention memory of the source and the decoder's initial state."""
+        inputs = self.embedding_dropout(self.source_embedding(batch.source))
+        out = self.encoder(inputs, batch.source_lengths, batch.source_mask)
+
+        def join(x: Tensor) -> Tensor:  # (layers * 2, B, H/2) -> (layers, B, H)
+            layers2, rows, half = x.shape
+            return x.view(layers2 // 2, 2, rows, half).transpose(1, 2).reshape(-1, rows, 2 * half)
+
+        h, c = out.final
+        memory = self.decoder.memory(out.states, batch.source_mask)
+        return memory, self.decoder.initial_state((join(h), join(c)))
+
+    def forward(self, batch: PairBatch) -> tuple[Tensor, Tensor]:
+        """Label-smoothed cross-entropy summed over the target tokens (EOS included), and
+        their count."""
+        memory, state = self.encode(batch)
+        logits, _ = self.decoder(batch.target_in, state, memory)
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1),
+            batch.target_out.flatten(),
+            ignore_index=IDS.pad,
+            label_smoothing=self.label_smoothing,
+            reduction="sum",
+        )
+        return loss, (batch.target_out != IDS.pad).sum()
+
+    def translate(
+        self, batch: PairBatch, decode_cfg: DecodeConfig, beam_size: int
+    ) -> tuple[list[list[int]], Tensor | None]:
+        """Target ids of each source sentence (greedy when ``beam_size`` is 1, with the
+        attention weights ``(B, T, S)``; else beam search, without them)."""
+        memory, state = self.encode(batch)
+        max_lens = (decode_cfg.max_len_a * batch.source_lengths + decode_cfg.max_len_b).long()
+        if beam_size == 1:
+            return greedy_search(self.decoder, memory, state, max_lens, IDS)
+        ids = beam_search(
+            self.decoder, memory, state, max_lens, beam_size, decode_cfg.length_penalty, IDS
+        )
+        return ids, None
+
+
+def make_predict(target_tokenizer, decode_cfg: DecodeConfig, beam_size: int):
+    """``predict(model, batch)``: the detokenised translation of each sentence."""
+
+    def predict(model: Seq2Seq, batch: PairBatch) -> list[str]:
+        ids, _ = model.translate(batch, decode_cfg, beam_size)
+        return decode(target_tokenizer, ids)
+
+    return predict
+
+
+def bleu_scores(hypotheses: list[str], references: list[str]) -> dict:
+    """sacreBLEU (default 13a tokenisation, cased) and chrF of detokenised output against
+    the raw reference lines, with BLEU's signature and the sentence count."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu = BLEU()
+    score = bleu.corpus_score(hypotheses, [references])
+    chrf = CHRF().corpus_score(hypotheses, [references])
+    return {
+        "bleu": round(score.score, 2),
+        "chrf": round(chrf.score, 2),
+        "signature": str(bleu.get_signature()),
+        "n": len(hypotheses),
+    }
+
+
+def score(outputs: list[str], split: Split) -> dict:
+    """``score(outputs, split)`` against the split's reference lines."""
+    return bleu_scores(outputs, list(split.examples))
+
+
+def pair_split(source_ids: list[list[int]], target_ids, references: list[str] | None) -> Split:
+    """A split for the Trainer: examples are the references (or the source lines)."""
+    collator = PairCollator(source_ids, target_ids)
+    return Split(references, collator.lengths, collator)
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def read_pairs(prefix: str | None, data: TranslateDataConfig, which: str):
+    """The parallel text at ``prefix`` (both sides checked to exist first)."""
+    if not prefix:
+        raise UserError(f"no {which} file prefix given (data.{which}=PREFIX; {CORPUS_HINT})")
+    for lang in (data.src_lang, data.tgt_lang):
+        require_file(str(side_path(prefix, lang)), f"{which} file ({lang} side)", CORPUS_HINT)
+    return read_parallel(prefix, data.src_lang, data.tgt_lang)
+
+
+def pretrained_matrix(tokenizer, config: EmbeddingsConfig, dim: int) -> Tensor:
+    """Embedding rows for a tokenizer's vocabulary: the pretrained vector of each token
+    (its ``▁`` word-start mark removed) where the source has one, small random rows
+    elsewhere, zeros for padding."""
+    if config.dim != dim:
+        raise ConfigError(
+            f"model.embedding_dim={dim} must equal embeddings.dim={config.dim} to use "
+            "pretrained vectors (model.pretrained)"
+        )
+    vocab = [tokenizer.id_to_token(i) for i in range(tokenizer.get_vocab_size())]
+    words = [token.removeprefix("▁") for token in vocab]
+    found, rows = pretrained_rows_for(sorted(set(words) - {""}), config)
+    by_word = dict(zip(found, rows, strict=True))
+    matrix = torch.randn(len(vocab), dim) * 0.1
+    hits = 0
+    for index, word in enumerate(words):
+        if word in by_word:
+            matrix[index] = by_word[word]
+            hits += 1
+    matrix[IDS.pad] = 0.0
+    log.info("pretrained vectors for %d of %d tokens (%s)", hits, len(vocab), config.name)
+    return matrix
+
+
+def build_tokenizers(data: TranslateDataConfig, pairs) -> tuple:
+    """Source and target tokenizers trained on the training text (one, with joint_vocab)."""
+    if data.joint_vocab:
+        joint = train_tokenizer(
+            pairs.source + pairs.target, data.tokenizer, data.vocab_size, data.min_freq
+        )
+        return joint, joint
+    return (
+        train_tokenizer(pairs.source, data.tokenizer, data.vocab_size, data.min_freq),
+        train_tokenizer(pairs.target, data.tokenizer, data.vocab_size, data.min_freq),
+    )
+
+
+def setup(cfg: DictConfig, run_dir: Path | None):
+    """Read the parallel text, train the tokenizers and build the model: the training Job."""
+    data, model_cfg, emb_cfg, trainer = task_configs(
+        cfg, run_dir, TranslateDataConfig, TranslateModelConfig
+    )
+    monitor = task_monitor(cfg, METRICS)
+    train_pairs = read_pairs(data.train, data, "train")
+    dev_pairs = read_pairs(data.dev, data, "dev")
+    source_tok, target_tok = build_tokenizers(data, train_pairs)
+    log.info(
+        "%d training pairs, %d dev; %s vocabularies: %d %s, %d %s",
+        len(train_pairs),
+        len(dev_pairs),
+        data.tokenizer,
+        source_tok.get_vocab_size(),
+        data.src_lang,
+        target_tok.get_vocab_size(),
+        data.tgt_lang,
+    )
+    use = model_cfg.pretrained
+    model = Seq2Seq(
+        model_cfg,
+        source_tok.get_vocab_size(),
+        target_tok.get_vocab_size(),
+        pretrained_matrix(source_tok, emb_cfg, model_cfg.embedding_dim)
+        if use in ("source", "both")
+        else None,
+        pretrained_matrix(target_tok, emb_cfg, model_cfg.embedding_dim)
+        if use in ("target", "both")
+        else None,
+    )
+    decode_cfg = to_dataclass(DecodeConfig, cfg.decode, "decode")
+    job = Job(
+        model=model,
+        train=pair_split(
+            encode(source_tok, train_pairs.source),
+            encode(target_tok, train_pairs.target),
+            train_pairs.target,
+        ),
+        dev=pair_split(encode(source_tok, dev_pairs.source), None, dev_pairs.target),
+        predict=make_predict(target_tok, decode_cfg, beam_size=1),
+        score=score,
+        monitor=monitor,
+        bundle=make_bundle(
+            cfg, {}, source_tokenizer=source_tok.to_str(), target_tokenizer=target_tok.to_str()
+        ),
+    )
+    return job, trainer, (source_tok, target_tok, dev_pairs, decode_cfg)
+
+
+def timed_evaluate(trainer: Trainer, model: Seq2Seq, split: Split, predict) -> dict:
+    """``trainer.evaluate`` with the seconds it took."""
+    start = time.perf_counter()
+    scores = trainer.evaluate(model, split, predict, score)
+    return {**scores, "seconds": round(time.perf_counter() - start, 2)}
+
+
+def train(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=train``: fit on data.train selecting on greedy dev BLEU; then score dev with
+    beam search too, draw attention.png and report both."""
+    job, trainer, (source_tok, target_tok, dev_pairs, decode_cfg) = setup(cfg, run_dir)
+    fit(job, trainer)
+    model = job.model
+    greedy = timed_evaluate(trainer, model, job.dev, job.predict)
+    beam = timed_evaluate(
+        trainer, model, job.dev, make_predict(target_tok, decode_cfg, decode_cfg.beam_size)
+    )
+    if distributed.is_main():
+        draw_attention(
+            trainer,
+            model,
+            source_tok,
+            target_tok,
+            dev_pairs.source[:4],
+            decode_cfg,
+            run_dir / "attention.png",
+        )
+    report(
+        {
+            "bleu": beam["bleu"],
+            "chrf": beam["chrf"],
+            "beam_size": decode_cfg.beam_size,
+            "greedy_bleu": greedy["bleu"],
+            "greedy_chrf": greedy["chrf"],
+            "beam_seconds": beam["seconds"],
+            "greedy_seconds": greedy["seconds"],
+            "signature": beam["signature"],
+            "n": beam["n"],
+        },
+        run_dir / "metrics.json",
+    )
+
+
+def draw_attention(
+    trainer: Trainer, model: Seq2Seq, source_tok, target_tok, sentences, decode_cfg, path: Path
+) -> None:
+    """Greedy translations of ``sentences`` and their attention heatmaps in one PNG."""
+    ids = encode(source_tok, sentences)
+    batch = PairCollator(ids, None)(list(range(len(ids))))
+    with trainer.inference(model):
+        batch = next(trainer.batches([batch]))
+        outputs, weights = model.translate(batch, decode_cfg, beam_size=1)
+    panels = []
+    for row, position in enumerate(batch.indices.tolist()):
+        source = [source_tok.id_to_token(i) for i in ids[position]]
+        output = [target_tok.id_to_token(i) for i in outputs[row]] + ["</s>"]
+        panels.append(
+            (source, output, weights[row, : len(output), : len(source)].float().cpu().numpy())
+        )
+    plot_attention(panels, path)
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+@dataclass
+class LoadedTranslator:
+    model: Seq2Seq
+    source_tokenizer: object
+    target_tokenizer: object
+    data: TranslateDataConfig
+
+
+def load_translator(checkpoint) -> LoadedTranslator:
+    """Rebuild the translator of a checkpoint, tokenizers included, without any data."""
+    data, model_cfg, _ = saved_configs(checkpoint, TranslateDataConfig, TranslateModelConfig)
+    extras = checkpoint.bundle.extras
+    source_tok = load_tokenizer(extras["source_tokenizer"])
+    target_tok = load_tokenizer(extras["target_tokenizer"])
+    model = Seq2Seq(model_cfg, source_tok.get_vocab_size(), target_tok.get_vocab_size())
+    load_weights(model, checkpoint)
+    return LoadedTranslator(model, source_tok, target_tok, data)
+
+
+def test(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=test ckpt=PATH data.test=PREFIX``: translate ``PREFIX.<src>`` and print
+    sacreBLEU and chrF against ``PREFIX.<tgt>`` as one JSON line."""
+    translator = load_translator(checkpoint_for(cfg, "translate"))
+    data = to_dataclass(TranslateDataConfig, cfg.data, "data")
+    decode_cfg = to_dataclass(DecodeConfig, cfg.decode, "decode")
+    data.src_lang, data.tgt_lang = translator.data.src_lang, translator.data.tgt_lang
+    pairs = read_pairs(data.test, data, "test")
+    split = pair_split(encode(translator.source_tokenizer, pairs.source), None, pairs.target)
+    trainer = make_trainer(cfg, None)
+    predict = make_predict(translator.target_tokenizer, decode_cfg, decode_cfg.beam_size)
+    scores = trainer.evaluate(translator.model, split, predict, score)
+    report(scores, run_dir / "test_metrics.json")
+
+
+def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=predict ckpt=PATH input=FILE output=FILE`` (or stdin/stdout): one
+    translation a line, in input order."""
+    translator = load_translator(checkpoint_for(cfg, "translate"))
+    decode_cfg = to_dataclass(DecodeConfig, cfg.decode, "decode")
+    path = input_lines_path(cfg, run_dir)
+    lines = read_lines(path, "input file")
+    check_lines(path, lines)
+    trainer = make_trainer(cfg, None)
+    predict = make_predict(translator.target_tokenizer, decode_cfg, decode_cfg.beam_size)
+    lines = [line.strip() for line in lines]
+    split = pair_split(encode(translator.source_tokenizer, lines), None, lines)
+    _, outputs = trainer.predict(translator.model, split, predict)
+    if distributed.is_main():
+        with output_stream(cfg) as out:
+            for text in outputs:
+                out.write(text + "\n")
+    log.info("translated %d lines", len(outputs))
+
+
+MODES = {"train": train, "test": test, "predict": predict_mode}
