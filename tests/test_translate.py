@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 import sacrebleu
 import torch
 
-from nlp_lstm.data.parallel import decode, encode, load_tokenizer, train_tokenizer
+from nlp_lstm.data.parallel import (
+    ParallelText,
+    decode,
+    encode,
+    load_tokenizer,
+    train_tokenizer,
+)
+from nlp_lstm.data.vectors import EmbeddingsConfig
+from nlp_lstm.errors import ConfigError
 from nlp_lstm.modules.attention import GlobalAttention
 from nlp_lstm.modules.search import SpecialIds, beam_search
-from nlp_lstm.tasks.translate import DecodeConfig, PairCollator, Seq2Seq, TranslateModelConfig
+from nlp_lstm.tasks.translate import (
+    DecodeConfig,
+    PairCollator,
+    Seq2Seq,
+    TranslateDataConfig,
+    TranslateModelConfig,
+    build_tokenizers,
+    pretrained_matrix,
+)
 from tests.cli_helpers import last_json, run_main
 
 IDS = SpecialIds()
@@ -184,6 +201,31 @@ def test_tokenizer_round_trip_through_the_checkpoint_form(kind):
         assert decode(tokenizer, encode(tokenizer, unseen)) == unseen
 
 
+def test_joint_vocabulary_is_one_tokenizer_for_both_sides():
+    pairs = ParallelText(SENTENCES, [s.upper() for s in SENTENCES], Path("x.de"), Path("x.en"))
+    config = TranslateDataConfig(tokenizer="word", vocab_size=500)
+    source, target = build_tokenizers(config, pairs)
+    assert source is not target and "▁EIN" not in source.get_vocab()
+    config.joint_vocab = True
+    source, target = build_tokenizers(config, pairs)
+    assert source is target and {"▁EIN", "▁Ein"} <= set(source.get_vocab())
+
+
+def test_pretrained_rows_go_to_the_tokens_with_a_vector(tmp_path):
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("mann 1 2 3 4\nfährt 5 6 7 8\n. 9 9 9 9\n")
+    tokenizer = train_tokenizer(SENTENCES, "word", vocab_size=100)
+    config = EmbeddingsConfig(name="t", format="glove", path=str(vectors), dim=4, cache_dir=None)
+    matrix = pretrained_matrix(tokenizer, config, 4)
+    assert matrix.shape == (tokenizer.get_vocab_size(), 4)
+    assert torch.equal(matrix[tokenizer.token_to_id("▁Mann")], torch.tensor([1.0, 2, 3, 4]))
+    assert torch.equal(matrix[tokenizer.token_to_id("▁fährt")], torch.tensor([5.0, 6, 7, 8]))
+    assert torch.equal(matrix[tokenizer.token_to_id(".")], torch.tensor([9.0, 9, 9, 9]))
+    assert torch.equal(matrix[0], torch.zeros(4))
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        pretrained_matrix(tokenizer, config, 8)
+
+
 # ---------------------------------------------------------------------------- CLI
 
 WORDS = {"ein": "a", "hund": "dog", "katze": "cat", "sieht": "sees", "mag": "likes",
@@ -253,6 +295,12 @@ def test_cli_train_test_predict_round_trip(tmp_path):
         stdin="Ein hund.\nEine unbekannte Zeile mit Wörtern.\n",
     )  # fmt: skip
     assert code == 0 and stdout.splitlines()[0] == "A dog." and len(stdout.splitlines()) == 2
+
+    code, stdout, stderr = run_main(
+        "task=translate", "mode=predict", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'e'}",
+        stdin="Ein hund.\n\nRot.\n",
+    )  # fmt: skip
+    assert code == 2 and stdout == "" and "stdin.txt:2: empty line" in stderr
 
 
 def test_parallel_files_that_disagree_name_both_files_and_counts(tmp_path):

