@@ -33,7 +33,8 @@ class CharCNN(nn.Module):
     def forward(self, chars: Tensor, lengths: Tensor | None = None) -> Tensor:
         features = self.conv(self.embedding(chars).transpose(1, 2))  # (U, F, L)
         pad = (chars == 0).unsqueeze(1)
-        features = features.masked_fill(pad, float("-inf")).amax(-1)
+        # in place: the conv's backward needs its input, not its output, so no (U, F, L) copy
+        features = features.masked_fill_(pad, float("-inf")).amax(-1)
         return features.masked_fill(pad.all(-1), 0.0)  # the all-padding word -> zeros
 
 
