@@ -26,6 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlp_lstm import CRF
+from nlp_lstm.train.trainer import peak_rss_mib
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 5) -> float:
@@ -150,12 +151,15 @@ def main() -> None:
         if device.type == "cuda"
         else f"cpu ({torch.get_num_threads()} threads)"
     )
-    results = [bench_batch(b, device, args.repeats, args.vocab) for b in args.batches]
+    results = []
+    for batch in args.batches:
+        row = bench_batch(batch, device, args.repeats, args.vocab)
+        results.append({**row, "peak_rss_mib": peak_rss_mib()})  # so far, this batch included
 
     print(
         f"device: {name}   torch {torch.__version__}   length 40 (ragged 20-40), 9 tags, medians in ms"
     )
-    header = f"{'batch':>5} | {'bare step':>9} {'+ours':>8} {'+ptcrf':>8} {'ours/bare':>9} {'pt/ours':>7} | {'loss ours':>9} {'loss pt':>8} {'speedup':>7} | {'dec ours':>8} {'dec pt':>8} {'speedup':>7} {'viterbi':>8}"
+    header = f"{'batch':>5} | {'bare step':>9} {'+ours':>8} {'+ptcrf':>8} {'ours/bare':>9} {'pt/ours':>7} | {'loss ours':>9} {'loss pt':>8} {'speedup':>7} | {'dec ours':>8} {'dec pt':>8} {'speedup':>7} {'viterbi':>8} | {'peak MiB':>8}"
     print(header)
     print("-" * len(header))
     for r in results:
@@ -163,6 +167,7 @@ def main() -> None:
             f"{r['batch']:>5} | {r['bare_ms']:9.2f} {r['ours_ms']:8.2f} {r['pytorch_crf_ms']:8.2f} {r['ours_ms'] / r['bare_ms']:8.2f}x {r['pytorch_crf_ms'] / r['ours_ms']:6.2f}x"
             f" | {r['crf_loss_ours_ms']:9.2f} {r['crf_loss_pytorch_crf_ms']:8.2f} {r['crf_loss_pytorch_crf_ms'] / r['crf_loss_ours_ms']:6.2f}x"
             f" | {r['decode_ours_ms']:8.2f} {r['decode_pytorch_crf_ms']:8.2f} {r['decode_pytorch_crf_ms'] / r['decode_ours_ms']:6.2f}x {r['viterbi_tensor_ours_ms']:8.2f}"
+            f" | {r['peak_rss_mib']:8d}"
         )
     if args.json:
         with open(args.json, "w") as handle:

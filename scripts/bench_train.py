@@ -26,13 +26,7 @@ from nlp_lstm.config import conf_dir, register_schemas, to_dataclass
 from nlp_lstm.data.conll import read_conll
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.tasks.ner import predict, setup
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+from nlp_lstm.train.trainer import peak_rss_mib
 
 
 def synthetic_conll(path: Path, sentences: int, seed: int) -> None:

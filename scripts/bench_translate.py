@@ -28,13 +28,7 @@ from nlp_lstm.config import conf_dir, register_schemas
 from nlp_lstm.contract import Split
 from nlp_lstm.data.parallel import encode, read_parallel
 from nlp_lstm.tasks import translate
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory so far."""
-    import resource
-
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+from nlp_lstm.train.trainer import peak_rss_mib
 
 
 def synthetic_pairs(prefix: Path, pairs: int, seed: int) -> None:
