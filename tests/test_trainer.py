@@ -92,7 +92,7 @@ def test_accumulated_micro_batches_equal_one_large_batch(tmp_path):
 # ---------------------------------------------------------------------------- the run
 
 
-def run_training(tmp_path, name, max_epochs=4, interrupt_at=None, resume=None):
+def run_training(tmp_path, name, max_epochs=4, interrupt_at=None, resume=None, ema_decay=None):
     job = toy_job(dropout=0.3)
     calls = {"n": 0}
     score = job.score
@@ -114,23 +114,25 @@ def run_training(tmp_path, name, max_epochs=4, interrupt_at=None, resume=None):
         gradient_clip_val=1.0,
         resume=resume,
         seed=7,
+        ema_decay=ema_decay,
     )
     trainer = Trainer(config, tmp_path / name)
     trainer.fit(job)
     return job.model, trainer
 
 
-def test_interrupted_run_resumed_ends_where_uninterrupted_run_ends(tmp_path, caplog):
-    full, full_trainer = run_training(tmp_path, "full")
-    with pytest.raises(KeyboardInterrupt):
-        run_training(tmp_path, "cut", interrupt_at=3)  # dies in epoch 3, after epoch 2 was saved
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_interrupted_run_resumed_ends_where_uninterrupted_run_ends(tmp_path, caplog, ema_decay):
+    full, full_trainer = run_training(tmp_path, "full", ema_decay=ema_decay)
+    with pytest.raises(KeyboardInterrupt):  # dies in epoch 3, after epoch 2 was saved
+        run_training(tmp_path, "cut", interrupt_at=3, ema_decay=ema_decay)
     assert "interrupted at epoch 3, step" in caplog.text  # what run.log records
     cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
     assert cut.payload["trainer"]["epoch"] == 2
-    resumed, resumed_trainer = run_training(tmp_path, "cut", resume="auto")
+    resumed, resumed_trainer = run_training(tmp_path, "cut", resume="auto", ema_decay=ema_decay)
     for name, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
-    timings = ("epoch_seconds", "train_examples_per_s")
+    timings = ("epoch_seconds", "train_examples_per_s", "peak_rss_mib")
 
     def untimed(history):
         return [{k: v for k, v in r.items() if k not in timings} for r in history]
@@ -146,6 +148,37 @@ def test_interrupted_run_resumed_ends_where_uninterrupted_run_ends(tmp_path, cap
         strict=True,
     ):
         assert torch.equal(a["exp_avg"], b["exp_avg"])
+
+
+def test_ema_weights_are_evaluated_saved_and_returned(tmp_path, monkeypatch):
+    """With trainer.ema_decay the dev metric, best.pt and the returned model are the moving
+    average of the weights after each optimizer step (the first step's weights to start)."""
+    examples = random_values(32, seed=2)
+    seen: list[float] = []
+    step = Trainer._step
+
+    def recording_step(self, optimizer, scaler, params, count):
+        step(self, optimizer, scaler, params, count)
+        seen.append(params[0].item())
+
+    monkeypatch.setattr(Trainer, "_step", recording_step)
+    evaluated: list[float] = []
+
+    def score(outputs, split):  # improves every epoch, so best.pt is the last epoch's
+        return {"metric": float(len(evaluated))}
+
+    job = fake_job(examples, score, start=3.0)
+    job.predict = lambda model, batch: evaluated.append(model.w.item()) or batch.indices.tolist()
+    trainer = Trainer(quiet(max_epochs=3, batch_size=8, ema_decay=0.8, **SGD), tmp_path)
+    trainer.fit(job)
+    expected = seen[0]
+    for w in seen[1:]:
+        expected = 0.8 * expected + 0.2 * w
+    assert len(seen) == 12 and abs(expected - seen[-1]) > 1e-3  # the average lags the weights
+    assert evaluated[-1] == pytest.approx(expected, abs=1e-6)
+    assert job.model.w.item() == pytest.approx(expected, abs=1e-6)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt").model
+    assert best["w"].item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_run_folder_logs_and_checkpoints(tmp_path):
@@ -220,6 +253,7 @@ def test_mixed_precision_on_cpu_learns(tmp_path, precision):
         ({"accumulate_grad_batches": 0}, "accumulate_grad_batches"),
         ({"limit_eval_batches": 0}, "limit_eval_batches"),
         ({"strategy": "ddp"}, "torchrun"),
+        ({"ema_decay": 1.0}, "ema_decay"),
     ],
 )
 def test_bad_trainer_settings_fail_before_any_work(tmp_path, overrides, message):

@@ -62,6 +62,7 @@ class TrainerConfig:
     strategy: Literal["auto", "ddp"] = "auto"  # auto: DDP when launched by torchrun
     accumulate_grad_batches: int = 1
     gradient_clip_val: float | None = 5.0
+    ema_decay: float | None = None  # evaluate and save an exponential moving average of the weights
     patience: int = 10  # epochs without improvement before stopping; 0 = never stop early
     seed: int = 42
     resume: str | None = None  # a checkpoint path, or "auto" for the run folder's last.pt
@@ -131,6 +132,8 @@ def check_config(config: TrainerConfig) -> None:
             raise ConfigError(f"trainer.{name} must be at least 1 or null, got {value}")
     if config.lr <= 0:
         raise ConfigError(f"trainer.lr must be positive, got {config.lr}")
+    if config.ema_decay is not None and not 0.0 < config.ema_decay < 1.0:
+        raise ConfigError(f"trainer.ema_decay must be in (0, 1) or null, got {config.ema_decay}")
     if config.strategy == "ddp" and not distributed.launched_by_torchrun():
         raise ConfigError(
             "trainer.strategy=ddp needs several processes: launch with "
@@ -328,7 +331,17 @@ class Trainer:
             **(resume_state or {}),
         )
 
-    def _resume(self, model, optimizer, scheduler, scaler) -> None:
+    def _ema(self, model: nn.Module):
+        """PyTorch's AveragedModel keeping an exponential moving average of the weights
+        (and buffers), updated after every optimizer step; None without ``ema_decay``."""
+        decay = self.config.ema_decay
+        if decay is None:
+            return None
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+    def _resume(self, model, optimizer, scheduler, scaler, ema=None) -> None:
         target = self.config.resume
         path = self.checkpoint_dir / "last.pt" if target == "auto" else Path(target)
         if target == "auto" and not path.is_file():
@@ -343,6 +356,10 @@ class Trainer:
         if scheduler is not None and payload.get("scheduler") is not None:
             scheduler.load_state_dict(payload["scheduler"])
         scaler.load_state_dict(payload["scaler"])
+        if ema is not None:
+            if payload.get("ema") is None:
+                raise UserError(f"{path}: trained without trainer.ema_decay; resume without it")
+            ema.load_state_dict(payload["ema"])
         self.state = TrainState(**payload["trainer"])
         rng = payload["rng"]
         states = rng if isinstance(rng, list) else [rng]
@@ -374,9 +391,11 @@ class Trainer:
         if self.is_main:  # temp files of a write that a kill cut short
             for stale in self.checkpoint_dir.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
+        ema = self._ema(model)
         if cfg.resume:
-            self._resume(model, optimizer, scheduler, scaler)
+            self._resume(model, optimizer, scheduler, scaler, ema)
         engine = self._engine(model)
+        scored = ema.module if ema is not None else model  # the weights evaluated and saved
         train_loader = self.loader(job.train, train=True)
 
         writer = None
@@ -398,9 +417,9 @@ class Trainer:
                 epoch = self.state.epoch
                 train_loader.batch_sampler.set_epoch(epoch)
                 train_loss, seconds, examples = self._train_epoch(
-                    engine, train_loader, optimizer, scaler, writer
+                    engine, train_loader, optimizer, scaler, writer, ema
                 )
-                metrics = self.evaluate(model, job.dev, job.predict, job.score)
+                metrics = self.evaluate(scored, job.dev, job.predict, job.score)
                 if monitor.name not in metrics:
                     raise KeyError(f"score() returned no {monitor.name!r} metric")
                 value = float(metrics[monitor.name])
@@ -453,13 +472,14 @@ class Trainer:
                     writer.add_scalar("train/lr", lr, epoch)
                     writer.flush()
                 if improved:
-                    self._save("best.pt", model, job.bundle)
+                    self._save("best.pt", scored, job.bundle)
                 rng = distributed.all_gather(self._rng_state())
                 resume_state = {
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "scaler": scaler.state_dict(),
                     "rng": rng,
+                    "ema": ema.state_dict() if ema is not None else None,
                 }
                 self._save("last.pt", model, job.bundle, resume_state)
                 if self.is_main:
@@ -484,7 +504,9 @@ class Trainer:
             best_metrics = self.evaluate(model, job.dev, job.predict, job.score)
         return best_metrics
 
-    def _train_epoch(self, engine, loader, optimizer, scaler, writer) -> tuple[float, float, int]:
+    def _train_epoch(
+        self, engine, loader, optimizer, scaler, writer, ema=None
+    ) -> tuple[float, float, int]:
         """One pass over this rank's batches. Each optimizer step divides the summed
         gradients once, by the count of every unit that went into them (all accumulated
         micro-batches on all ranks); returns the count-weighted mean loss over all ranks,
@@ -516,6 +538,8 @@ class Trainer:
             examples += len(batch.indices)
             if steps_now:
                 self._step(optimizer, scaler, params, step_count)
+                if ema is not None:
+                    ema.update_parameters(engine.module if self.world_size > 1 else engine)
                 step_count.zero_()
                 self.state.step += 1
                 if self.state.step % cfg.log_every_n_steps == 0:
