@@ -90,6 +90,7 @@ def to_dataclass(cls: type[T], section: Any, where: str) -> T:
 AT_LEAST_ONE = {
     "hidden_size", "num_layers", "embedding_dim", "char_dim", "char_hidden", "char_kernel",
     "seq_len", "segment", "look_back", "horizon", "dim", "min_freq", "beam_size", "vocab_size",
+    "eval_streams",
 }  # fmt: skip
 
 

@@ -51,11 +51,17 @@ class Split:
     ``examples`` are whatever the task scores against (gold sentences, labels, texts),
     ``lengths`` their sizes for length bucketing, and ``collate(positions)`` turns a list
     of positions into a batch (``None`` for a split that is only scored).
+
+    A split whose batches must come in a fixed order (a stateful model that carries its
+    state from one batch to the next, as truncated backpropagation through time does)
+    sets ``batches(batch_size, rank, world_size, train) -> list of position lists``: this
+    rank's batches, in order. The Trainer then neither buckets nor shuffles it.
     """
 
     examples: Sequence[Any]
     lengths: Sequence[int]
     collate: Callable[[list[int]], Any] | None = None
+    batches: Callable[[int, int, int, bool], list[list[int]]] | None = None
 
     def __len__(self) -> int:
         return len(self.examples)

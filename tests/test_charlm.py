@@ -7,7 +7,7 @@ import torch
 
 from nlp_lstm.checkpoint import Bundle
 from nlp_lstm.contract import Job, Monitor
-from nlp_lstm.data.text import IGNORE, CharWindows, split_text
+from nlp_lstm.data.text import IGNORE, CharStreams, CharWindows, split_text
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.modules.sampling import filter_logits, sample_next
 from nlp_lstm.tasks.charlm import CharLanguageModel, CharLMModelConfig, predict, score, window_split
@@ -82,6 +82,35 @@ def test_windows_predict_every_char_once():
     assert split_text("abcdefghij", 0.1) == ("abcdefghi", "j")
 
 
+@pytest.mark.parametrize(
+    "length, streams, seq_len", [(50, 4, 5), (23, 3, 4), (5, 8, 3), (40, 1, 7)]
+)
+def test_streams_predict_every_char_once_in_stream_order(length, streams, seq_len):
+    ids = list(range(2, 2 + length))  # id i + 1 follows id i
+    layout = CharStreams(ids, seq_len, streams)
+    batches = layout.batches(streams, 0, 1, train=True)
+    assert len(batches) == layout.windows and all(len(b) == streams for b in batches)
+    targets_of = {s: [] for s in range(streams)}
+    for k, positions in enumerate(batches):
+        batch = layout(positions)
+        assert batch.reset == (k == 0)
+        for row, position in enumerate(positions):
+            real = batch.targets[row] != IGNORE
+            assert int(real.sum()) == batch.lengths[row] == layout.lengths[position]
+            assert torch.equal(batch.targets[row][real] - 1, batch.inputs[row][real])
+            targets_of[position // layout.windows] += batch.targets[row][real].tolist()
+    spans = [targets_of[s] for s in range(streams)]
+    for span in spans:  # each stream reads a contiguous stretch of the text, in order
+        assert span == list(range(span[0], span[0] + len(span))) if span else True
+    assert sorted(t for span in spans for t in span) == ids[1:]  # each char predicted once
+    # two processes split the streams; evaluation deals groups of streams out to them
+    if streams % 2 == 0:
+        halves = [layout.batches(streams // 2, r, 2, train=True) for r in (0, 1)]
+        assert [a + b for a, b in zip(*halves, strict=True)] == batches
+    evaluation = layout.batches(3, 0, 1, train=False)
+    assert sorted(p for b in evaluation for p in b) == list(range(len(layout)))
+
+
 # ---------------------------------------------------------------------------- model
 
 
@@ -101,6 +130,68 @@ def test_stepwise_state_gives_the_same_scores_as_one_pass():
         logits, state = model.logits(ids[:, t : t + 1], state)
         steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, 1), whole)
+
+
+def stream_job(model, chars, text, seq_len, streams, eval_streams) -> Job:
+    ids = chars.encode(text)
+    train = window_split(CharStreams(ids, seq_len, streams))
+    dev = window_split(CharStreams(ids, seq_len, eval_streams))
+    return Job(model, train, dev, predict, score, Monitor("bpc", "min"), Bundle("charlm", {}))
+
+
+def test_carried_state_scores_a_stream_as_one_unbroken_pass(tmp_path):
+    chars = Vocab(sorted(set(VERSE)))
+    seed_everything(1)
+    model = tiny_model(chars).eval()
+    text = VERSE * 3
+    ids = torch.tensor([chars.encode(text)])
+    with torch.no_grad():
+        whole, _ = model.logits(ids[:, :-1])
+    expected = torch.nn.functional.cross_entropy(whole[0], ids[0, 1:], reduction="sum").item()
+    job = stream_job(model, chars, text, seq_len=7, streams=1, eval_streams=1)
+    trainer = Trainer(TrainerConfig(progress_bar=False, device="cpu", eval_batch_size=1), None)
+    scores = trainer.evaluate(model, job.dev, predict, score)
+    assert scores["chars"] == len(text) - 1
+    assert scores["loss"] * scores["chars"] == pytest.approx(expected, rel=1e-4)
+    # stateless windows of the same length score worse: they start without context
+    windows = window_split(CharWindows(chars.encode(text), 7))
+    assert trainer.evaluate(model, windows, predict, score)["loss"] != pytest.approx(scores["loss"])
+
+
+def test_eval_batch_size_does_not_change_the_dev_loss():
+    chars = Vocab(sorted(set(VERSE)))
+    seed_everything(2)
+    model = tiny_model(chars).eval()
+    job = stream_job(model, chars, VERSE * 5, seq_len=9, streams=4, eval_streams=6)
+    losses = {
+        size: Trainer(
+            TrainerConfig(progress_bar=False, device="cpu", eval_batch_size=size), None
+        ).evaluate(model, job.dev, predict, score)["loss"]
+        for size in (1, 2, 4, 6, 32)
+    }
+    assert max(losses.values()) - min(losses.values()) < 1e-4, losses
+
+
+def test_a_tiny_model_learns_what_only_carried_state_can_tell(tmp_path):
+    """After "a" comes "b" or "d", alternately: what came 5 characters earlier decides it.
+    Windows are 6 long, so a window that starts in between cannot tell on its own; with
+    the state carried across windows every character is predictable."""
+    cycle = "ab" + "c" * 3 + "ad" + "c" * 3
+    text = cycle * 100
+    chars = Vocab(sorted(set(text)))
+    seed_everything(0)
+    model = tiny_model(chars, hidden=32)
+    config = TrainerConfig(
+        max_epochs=15, lr=0.02, batch_size=4, progress_bar=False, device="cpu",
+        lr_schedule="cosine", patience=0,
+    )  # fmt: skip
+    best = Trainer(config, tmp_path).fit(stream_job(model, chars, text, 6, 4, 4))
+    assert best["bpc"] < 0.01
+    windows = window_split(CharWindows(chars.encode(text), 6))  # the same model, no carrying
+    stateless = Trainer(TrainerConfig(progress_bar=False, device="cpu"), None)
+    assert stateless.evaluate(model, windows, predict, score)["bpc"] > 0.3
+    greedy = model.eval().generate(chars.encode(cycle[:4]), 3 * len(cycle), temperature=0.0)
+    assert "".join(chars.decode(greedy)) == (cycle * 5)[4 : 4 + 3 * len(cycle)]
 
 
 def test_tiny_model_learns_to_recite(tmp_path):
@@ -136,9 +227,11 @@ def test_cli_train_test_predict_round_trip(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) == {"bpc", "perplexity", "chars"} and last_json(result.stdout) == metrics
+    assert set(metrics) == {"bpc", "loss", "perplexity", "chars"}
+    assert last_json(result.stdout) == metrics
     assert metrics["chars"] == len(split_text(VERSE * 80, 0.1)[1]) - 1 and metrics["bpc"] < 1.0
     assert math.isclose(metrics["perplexity"], 2 ** metrics["bpc"], rel_tol=1e-3)
+    assert math.isclose(metrics["loss"], metrics["bpc"] * math.log(2), rel_tol=1e-3)
     for name in ("curves.png", "metrics.csv", "sample.txt", "checkpoints/best.pt"):
         assert (run / name).is_file(), name
     ckpt = run / "checkpoints" / "best.pt"

@@ -79,6 +79,23 @@ class BucketBatchSampler(Sampler[list[int]]):
         yield from self.global_batches()[self.rank :: self.world_size]
 
 
+class FixedBatchSampler(Sampler[list[int]]):
+    """Batches given in advance, yielded in that order every epoch (for splits that fix
+    their own batches; see :class:`nlp_lstm.contract.Split`)."""
+
+    def __init__(self, batches: list[list[int]]) -> None:
+        self.batches = batches
+
+    def set_epoch(self, epoch: int) -> None:  # the order never changes
+        pass
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches
+
+
 def bucketed_loader(
     collate,
     lengths: Sequence[int],

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +21,7 @@ from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
 from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.text import IGNORE, CharBatch, CharWindows, split_text
+from nlp_lstm.data.text import IGNORE, CharBatch, CharStreams, CharWindows, split_text
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, DataError, UserError
 from nlp_lstm.files import atomic_write_text, read_lines, read_text
@@ -47,7 +49,7 @@ CORPUS_HINT = (
     "Put tiny-shakespeare at <data.root>/tinyshakespeare/input.txt (set data.root=DIR or "
     "NLP_LSTM_DATA=DIR) or name a UTF-8 text file with data.train=; see data/README.md"
 )
-REPORTED = ("bpc", "perplexity", "chars")
+REPORTED = ("bpc", "loss", "perplexity", "chars")  # loss: nats per char
 
 
 @dataclass
@@ -59,7 +61,10 @@ class CharLMDataConfig:
     dev: str | None = None  # None: the last dev_fraction of the training text
     test: str | None = None
     dev_fraction: float = 0.1
-    seq_len: int = 100  # predictions per window (the context a window starts without)
+    seq_len: int = 100  # predictions per window (backpropagation reaches this far back)
+    stateful: bool = True  # carry the state across windows (truncated BPTT); false: each
+    # window starts without context and windows are shuffled
+    eval_streams: int = 16  # dev/test text as this many streams (whatever the batch size)
 
 
 @dataclass
@@ -95,7 +100,10 @@ class CharLanguageModel(nn.Module):
 
     ``logits(inputs (B, T), state) -> (logits (B, T, V), state)``; the state carries over
     between calls, which is how :meth:`generate` extends a prompt one char at a time.
-    ``forward(batch)`` is the training contract: summed loss and the chars it covers.
+    ``forward(batch)`` is the training contract: summed loss and the chars it covers. For
+    stream batches (``batch.reset`` not None) the model keeps the final state of each batch,
+    detached, and starts the next batch from it unless ``batch.reset``: truncated
+    backpropagation through time.
     """
 
     def __init__(self, config: CharLMModelConfig, num_chars: int) -> None:
@@ -118,6 +126,7 @@ class CharLanguageModel(nn.Module):
                     f"({config.embedding_dim} != {config.hidden_size})"
                 )
             self.output.weight = self.embedding.weight
+        self.carried = None  # the state at the end of the last stream batch
 
     def logits(self, inputs: Tensor, state=None) -> tuple[Tensor, object]:
         states, state = self.rnn(self.dropout(self.embedding(inputs)), state)
@@ -125,7 +134,10 @@ class CharLanguageModel(nn.Module):
 
     def nll(self, batch: CharBatch) -> Tensor:
         """Negative log-likelihood (nats) of each predicted char ``(B, T)``, 0 at padding."""
-        logits, _ = self.logits(batch.inputs)
+        state = None if batch.reset is None or batch.reset else self.carried
+        logits, state = self.logits(batch.inputs, state)
+        if batch.reset is not None:
+            self.carried = _detached(state)
         return F.cross_entropy(
             logits.float().transpose(1, 2), batch.targets, ignore_index=IGNORE, reduction="none"
         )
@@ -147,18 +159,36 @@ class CharLanguageModel(nn.Module):
     ) -> list[int]:
         """``length`` char ids continuing ``prompt`` (ids ``banned``, padding and unknown by
         default, are never produced)."""
+        stream = self.stream(prompt, length, temperature, top_k, top_p, generator, banned)
+        return list(stream)
+
+    @torch.no_grad()
+    def stream(
+        self,
+        prompt: list[int],
+        length: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        banned: tuple[int, ...] = (0, 1),
+    ) -> Iterator[int]:
+        """:meth:`generate`, one char id at a time as each is sampled: the prompt is read
+        once, then the state carries from one char to the next."""
         if not prompt:
             raise ValueError("generate needs a prompt of at least one char")
         device = self.output.weight.device
         logits, state = self.logits(torch.tensor([prompt], device=device))
-        out = []
         for _ in range(length):
             scores = logits[:, -1].float()
             scores[:, list(banned)] = float("-inf")
             next_id = sample_next(scores, temperature, top_k, top_p, generator)
-            out.append(next_id)
+            yield int(next_id)
             logits, state = self.logits(next_id.unsqueeze(1), state)
-        return torch.cat(out).tolist() if out else []
+
+
+def _detached(state):
+    return tuple(s.detach() for s in state) if isinstance(state, tuple) else state.detach()
 
 
 def predict(model: CharLanguageModel, batch: CharBatch) -> list[tuple[float, int]]:
@@ -181,9 +211,18 @@ def score(outputs: list[tuple[float, int]], split: Split) -> dict:
     }
 
 
-def window_split(windows: CharWindows) -> Split:
-    """Windows of a text as a split (its examples are the window positions)."""
-    return Split(range(len(windows)), windows.lengths, windows)
+def window_split(windows: CharWindows | CharStreams) -> Split:
+    """Windows of a text as a split (its examples are the window positions); stream
+    windows come in their fixed order."""
+    batches = windows.batches if isinstance(windows, CharStreams) else None
+    return Split(range(len(windows)), windows.lengths, windows, batches)
+
+
+def text_windows(ids: list[int], data: CharLMDataConfig, streams: int) -> CharWindows | CharStreams:
+    """Stream windows (``data.stateful``) over ``streams`` streams, else stateless windows."""
+    if data.stateful:
+        return CharStreams(ids, data.seq_len, streams)
+    return CharWindows(ids, data.seq_len)
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -228,12 +267,13 @@ def setup(cfg: DictConfig, run_dir: Path | None):
         raise ConfigError(f"data.seq_len must be at least 1, got {data.seq_len}")
     train_text, dev_text, dev_name = read_corpus(data)
     chars = Vocab(sorted(set(train_text)))
-    train_windows = CharWindows(chars.encode(train_text), data.seq_len)
-    dev_windows = CharWindows(encode_text(dev_text, chars, dev_name), data.seq_len)
-    if not len(dev_windows):
+    if len(dev_text) < 2:
         raise DataError(dev_name, None, "dev text needs at least two characters to score")
+    streams = trainer.config.batch_size * trainer.world_size  # each rank: batch_size streams
+    train_windows = text_windows(chars.encode(train_text), data, streams)
+    dev_windows = text_windows(encode_text(dev_text, chars, dev_name), data, data.eval_streams)
     log.info(
-        "%s train chars, %s dev chars (%s); %d distinct chars; %d + %d windows of %d",
+        "%s train chars, %s dev chars (%s); %d distinct chars; %d + %d windows of %d%s",
         f"{len(train_text):,}",
         f"{len(dev_text):,}",
         dev_name,
@@ -241,6 +281,7 @@ def setup(cfg: DictConfig, run_dir: Path | None):
         len(train_windows),
         len(dev_windows),
         data.seq_len,
+        f" in {streams} + {data.eval_streams} streams (state carried)" if data.stateful else "",
     )
     job = Job(
         model=CharLanguageModel(model_cfg, len(chars)),
@@ -297,21 +338,35 @@ def load_model(checkpoint) -> tuple[CharLanguageModel, Vocab, CharLMDataConfig]:
 
 
 def _continue(
-    model: CharLanguageModel, chars: Vocab, prompt: str, sample: SampleConfig, trainer: Trainer
+    model: CharLanguageModel,
+    chars: Vocab,
+    prompt: str,
+    sample: SampleConfig,
+    trainer: Trainer,
+    out: IO[str] | None = None,
 ) -> str:
-    """The prompt followed by ``sample.length`` sampled chars."""
+    """The prompt followed by ``sample.length`` sampled chars; with ``out``, each char is
+    also written (and flushed) to it as soon as it is sampled."""
     seed = sample.seed if sample.seed is not None else trainer.config.seed
     generator = torch.Generator(device=trainer.device).manual_seed(seed)
+    text = [prompt]
+    if out is not None:
+        out.write(prompt)
     with trainer.inference(model):
-        ids = model.generate(
+        for char_id in model.stream(
             chars.encode(prompt),
             sample.length,
             sample.temperature,
             sample.top_k,
             sample.top_p,
             generator,
-        )
-    return prompt + "".join(chars.decode(ids))
+        ):
+            char = chars.itos[char_id]
+            text.append(char)
+            if out is not None:
+                out.write(char)
+                out.flush()
+    return "".join(text)
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
@@ -319,11 +374,10 @@ def test(cfg: DictConfig, run_dir: Path) -> None:
     model, chars, trained_data = load_model(checkpoint_for(cfg, "charlm"))
     data = to_dataclass(CharLMDataConfig, cfg.data, "data")
     path = require_file(data.test, "test file (data.test)", CORPUS_HINT)
-    windows = CharWindows(
-        encode_text(read_text(path, "test file"), chars, path), trained_data.seq_len
-    )
-    if not len(windows):
+    text = read_text(path, "test file")
+    if len(text) < 2:
         raise DataError(path, None, "test file needs at least two characters")
+    windows = text_windows(encode_text(text, chars, path), trained_data, trained_data.eval_streams)
     trainer = make_trainer(cfg, None)
     scores = trainer.evaluate(model, window_split(windows), predict, score)
     report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
@@ -354,7 +408,8 @@ def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
     trainer = make_trainer(cfg, None)
     with output_stream(cfg) as out:
         for _, _, prompt in prompts:
-            out.write(_continue(model, chars, prompt, sample, trainer) + "\n\n")
+            _continue(model, chars, prompt, sample, trainer, out)
+            out.write("\n\n")
     log.info("sampled %d continuations of %d chars", len(prompts), sample.length)
 
 

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from nlp_lstm.checkpoint import Bundle, load_checkpoint, save_checkpoint
 from nlp_lstm.contract import Job, Monitor, Predict, Score, Split
-from nlp_lstm.data.batching import bucketed_loader, move_batch, pin_batch
+from nlp_lstm.data.batching import FixedBatchSampler, bucketed_loader, move_batch, pin_batch
 from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.files import atomic_write
 from nlp_lstm.train import distributed
@@ -174,10 +174,18 @@ class Trainer:
 
     def loader(self, split: Split, train: bool) -> DataLoader:
         """This rank's length-bucketed batches of ``split``: shuffled per epoch (seeded)
-        for training, longest first for evaluation."""
+        for training, longest first for evaluation; or, for a split that fixes its own
+        batches (``split.batches``), those, in their order."""
         if split.collate is None:
             raise ValueError("this split has no collate function")
         batch_size = self.config.batch_size if train else self.config.eval_batch_size
+        if split.batches is not None:
+            batches = split.batches(batch_size, self.rank, self.world_size, train)
+            return DataLoader(
+                range(len(split)),
+                batch_sampler=FixedBatchSampler(batches),
+                collate_fn=split.collate,
+            )
         return bucketed_loader(
             split.collate,
             split.lengths,
