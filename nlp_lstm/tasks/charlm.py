@@ -61,7 +61,7 @@ class CharLMDataConfig:
     dev: str | None = None  # None: the last dev_fraction of the training text
     test: str | None = None
     dev_fraction: float = 0.1
-    seq_len: int = 100  # predictions per window (backpropagation reaches this far back)
+    seq_len: int = 128  # predictions per window (backpropagation reaches this far back)
     stateful: bool = True  # carry the state across windows (truncated BPTT); false: each
     # window starts without context and windows are shuffled
     eval_streams: int = 16  # dev/test text as this many streams (whatever the batch size)
@@ -72,9 +72,9 @@ class CharLMModelConfig:
     """The ``model`` group for character language modelling."""
 
     embedding_dim: int = 64
-    hidden_size: int = 256
+    hidden_size: int = 512
     num_layers: int = 2
-    dropout: float = 0.2
+    dropout: float = 0.25
     cell: CellKind = "lstm"
     tie_weights: bool = False  # share the input and output char matrices (needs equal sizes)
 
