@@ -79,22 +79,17 @@ def train_tokenizer(lines: Iterable[str], kind: TokenizerKind, vocab_size: int, 
     Ids 0..3 are ``<pad> <unk> <s> </s>``."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    if kind == "bpe":
-        tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_freq,
-            special_tokens=list(SPECIALS),
-            show_progress=False,
-        )
-    else:
-        tokenizer = Tokenizer(models.WordLevel(unk_token="<unk>"))
-        trainer = trainers.WordLevelTrainer(
-            vocab_size=vocab_size,
-            min_frequency=min_freq,
-            special_tokens=list(SPECIALS),
-            show_progress=False,
-        )
+    model, trainer = {
+        "bpe": (models.BPE, trainers.BpeTrainer),
+        "word": (models.WordLevel, trainers.WordLevelTrainer),
+    }[kind]
+    tokenizer = Tokenizer(model(unk_token="<unk>"))
+    trainer = trainer(
+        vocab_size=vocab_size,
+        min_frequency=min_freq,
+        special_tokens=list(SPECIALS),
+        show_progress=False,
+    )
     tokenizer.normalizer = normalizers.NFC()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Metaspace(), pre_tokenizers.Punctuation()]

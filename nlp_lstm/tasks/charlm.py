@@ -146,21 +146,9 @@ class CharLanguageModel(nn.Module):
         """Negative log-likelihood summed over the batch's predicted chars, and their count."""
         return self.nll(batch).sum(), int(batch.lengths.sum())
 
-    @torch.no_grad()
-    def generate(
-        self,
-        prompt: list[int],
-        length: int,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        generator: torch.Generator | None = None,
-        banned: tuple[int, ...] = (0, 1),
-    ) -> list[int]:
-        """``length`` char ids continuing ``prompt`` (ids ``banned``, padding and unknown by
-        default, are never produced)."""
-        stream = self.stream(prompt, length, temperature, top_k, top_p, generator, banned)
-        return list(stream)
+    def generate(self, prompt: list[int], length: int, **options) -> list[int]:
+        """``length`` char ids continuing ``prompt``, all at once (options as :meth:`stream`)."""
+        return list(self.stream(prompt, length, **options))
 
     @torch.no_grad()
     def stream(
@@ -173,7 +161,8 @@ class CharLanguageModel(nn.Module):
         generator: torch.Generator | None = None,
         banned: tuple[int, ...] = (0, 1),
     ) -> Iterator[int]:
-        """:meth:`generate`, one char id at a time as each is sampled: the prompt is read
+        """``length`` char ids continuing ``prompt``, one at a time as each is sampled (ids
+        ``banned``, padding and unknown by default, are never produced). The prompt is read
         once, then the state carries from one char to the next."""
         if not prompt:
             raise ValueError("generate needs a prompt of at least one char")
