@@ -64,3 +64,17 @@ def test_training_step_never_waits_for_the_device(tmp_path, precision):
             trainer._step(optimizer, scaler, params, count)
         finally:
             torch.cuda.set_sync_debug_mode("default")
+
+
+def test_translation_search_on_cuda_matches_cpu():
+    from nlp_lstm.data.batching import move_batch
+    from nlp_lstm.tasks.translate import DecodeConfig
+    from tests.test_translate import source_batch, tiny_model
+
+    model = tiny_model(vocab=40, seed=4, hidden_size=32)
+    batch = source_batch([[5, 6, 7, 8, 9], [10, 11], [12, 13, 14]])
+    with torch.no_grad():
+        expected = [model.translate(batch, DecodeConfig(), k)[0] for k in (1, 5)]
+        model.cuda()
+        on_gpu = move_batch(batch, torch.device("cuda"))
+        assert [model.translate(on_gpu, DecodeConfig(), k)[0] for k in (1, 5)] == expected
