@@ -54,9 +54,11 @@ def corpus(data_root: str | None, workdir: Path) -> tuple[str, str, str]:
 
 def timed(trainer, model, split, predict) -> tuple[float, list[str]]:
     start = time.perf_counter()
-    _, outputs = trainer.predict(model, split, predict)
+    scored, outputs = trainer.predict(model, split, predict)
     if trainer.device.type == "cuda":
         torch.cuda.synchronize()
+    if len(scored) != len(split):
+        raise RuntimeError("decoding was cut short (trainer.limit_eval_batches)")
     return time.perf_counter() - start, outputs
 
 
@@ -123,8 +125,8 @@ def main() -> None:
         tokenizer = source_tok or translate.load_tokenizer(job.bundle.extras["source_tokenizer"])
         split = translate.pair_split(encode(tokenizer, pairs.source), None, pairs.target)
         for precision in args.precisions:
-            cfg = compose("config", overrides=[*base, f"trainer.precision={precision}"])
-            trainer = translate.make_trainer(cfg, None)
+            overrides = [*base, f"trainer.precision={precision}", "trainer.limit_eval_batches=null"]
+            trainer = translate.make_trainer(compose("config", overrides=overrides), None)
             for beam in sorted({1, args.beam_size}):
                 predict = translate.make_predict(target_tok, decode_cfg, beam)
                 warm_up = Split(split.examples[:64], split.lengths[:64], split.collate)

@@ -97,7 +97,8 @@ def beam_search(
     sentence. Those among the first ``beam_size`` that end in EOS are finished: set
     aside and compared by ``score / length ** length_penalty`` (length counts the EOS);
     the best ``beam_size`` others live on. A sentence is done once ``beam_size`` of its
-    hypotheses have finished (as in fairseq); ``max_lens`` forces EOS at each limit.
+    hypotheses have finished (as in fairseq), and leaves the batch; ``max_lens`` forces
+    EOS at each limit.
     """
     k = beam_size
     n = memory.states.shape[0]
@@ -106,52 +107,62 @@ def beam_search(
     repeat = torch.arange(n, device=device).repeat_interleave(k)
     memory, state = memory.select(repeat), state.select(repeat)
     row_lens = max_lens[repeat]
-
-    scores = torch.full((n, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live hypothesis per sentence at the start
-    tokens = torch.full((n * k,), ids.bos, dtype=torch.long, device=device)
-    history = torch.empty(n * k, 0, dtype=torch.long, device=device)
     limit = int(max_lens.max())
     best_score = torch.full((n,), float("-inf"), device=device)
     best_tokens = torch.full((n, limit), ids.pad, dtype=torch.long, device=device)
     best_lengths = torch.zeros(n, dtype=torch.long, device=device)
+
+    # the sentences still searched (done ones leave the batch), k rows each
+    sentences = torch.arange(n, device=device)
+    scores = torch.full((n, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # one live hypothesis per sentence at the start
+    tokens = torch.full((n * k,), ids.bos, dtype=torch.long, device=device)
+    history = torch.empty(n * k, 0, dtype=torch.long, device=device)
     finished_count = torch.zeros(n, dtype=torch.long, device=device)
-    done = torch.zeros(n, dtype=torch.bool, device=device)
-    base = torch.arange(n, device=device).unsqueeze(1) * k
 
     for step in range(limit + 1):
+        live_n = sentences.shape[0]
+        base = torch.arange(live_n, device=device).unsqueeze(1) * k
         attentional, state, _ = decoder.step(tokens, state, memory)
         log_probs = _log_probs(decoder, attentional, step, row_lens, ids)
         vocab = log_probs.shape[-1]
-        candidates = (scores.view(-1, 1) + log_probs).view(n, k * vocab)
-        top_scores, top_index = candidates.topk(2 * k, dim=-1)  # (n, 2k)
+        candidates = (scores.view(-1, 1) + log_probs).view(live_n, k * vocab)
+        top_scores, top_index = candidates.topk(2 * k, dim=-1)  # (live_n, 2k)
         top_beam = torch.div(top_index, vocab, rounding_mode="floor")
         top_token = top_index % vocab
         is_eos = top_token == ids.eos
 
         # set aside the hypotheses that end here
-        ends = is_eos[:, :k] & ~done.unsqueeze(1) & torch.isfinite(top_scores[:, :k])
+        ends = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
         normalised = (top_scores[:, :k] / float(step + 1) ** length_penalty).masked_fill(
             ~ends, float("-inf")
         )
         candidate_best, where = normalised.max(dim=1)
-        better = candidate_best > best_score
+        better = candidate_best > best_score[sentences]
         if bool(better.any()):
             source_rows = base.squeeze(1) + top_beam[:, :k].gather(1, where[:, None])[:, 0]
-            ended = history[source_rows]  # (n, step)
-            best_tokens[better] = ids.pad
-            best_tokens[better, :step] = ended[better]
-            best_lengths = torch.where(better, torch.full_like(best_lengths, step), best_lengths)
-            best_score = torch.where(better, candidate_best, best_score)
+            ended = history[source_rows]  # (live_n, step)
+            improved = sentences[better]
+            best_tokens[improved] = ids.pad
+            best_tokens[improved, :step] = ended[better]
+            best_lengths[improved] = step
+            best_score[improved] = candidate_best[better]
         finished_count += ends.sum(1)
-        done |= finished_count >= k
+        done = finished_count >= k
         if bool(done.all()):
             break
 
-        # the best k continuations that do not end live on
+        # the best k continuations that do not end live on; done sentences leave
         live_scores, live = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
-        rows = (base + top_beam.gather(1, live)).view(-1)
-        tokens = top_token.gather(1, live).view(-1)
+        rows = base + top_beam.gather(1, live)  # (live_n, k)
+        tokens = top_token.gather(1, live)
+        if bool(done.any()):
+            keep = ~done
+            rows, tokens, live_scores = rows[keep], tokens[keep], live_scores[keep]
+            sentences, finished_count = sentences[keep], finished_count[keep]
+            memory = memory.select(rows.view(-1))  # every row of a sentence has its source
+            row_lens = row_lens[rows.view(-1)]
+        rows, tokens = rows.view(-1), tokens.view(-1)
         state = state.select(rows)
         history = torch.cat([history[rows], tokens.unsqueeze(1)], dim=1)
         scores = live_scores
