@@ -97,8 +97,8 @@ def beam_search(
     sentence. Those among the first ``beam_size`` that end in EOS are finished: set
     aside and compared by ``score / length ** length_penalty`` (length counts the EOS);
     the best ``beam_size`` others live on. A sentence is done once ``beam_size`` of its
-    hypotheses have finished (as in fairseq), and leaves the batch; ``max_lens`` forces
-    EOS at each limit.
+    hypotheses have finished (as in fairseq); done sentences leave the batch once they are
+    a quarter of it. ``max_lens`` forces EOS at each limit.
     """
     k = beam_size
     n = memory.states.shape[0]
@@ -119,6 +119,7 @@ def beam_search(
     tokens = torch.full((n * k,), ids.bos, dtype=torch.long, device=device)
     history = torch.empty(n * k, 0, dtype=torch.long, device=device)
     finished_count = torch.zeros(n, dtype=torch.long, device=device)
+    done = torch.zeros(n, dtype=torch.bool, device=device)
 
     for step in range(limit + 1):
         live_n = sentences.shape[0]
@@ -133,7 +134,7 @@ def beam_search(
         is_eos = top_token == ids.eos
 
         # set aside the hypotheses that end here
-        ends = is_eos[:, :k] & torch.isfinite(top_scores[:, :k])
+        ends = is_eos[:, :k] & torch.isfinite(top_scores[:, :k]) & ~done.unsqueeze(1)
         normalised = (top_scores[:, :k] / float(step + 1) ** length_penalty).masked_fill(
             ~ends, float("-inf")
         )
@@ -152,14 +153,15 @@ def beam_search(
         if bool(done.all()):
             break
 
-        # the best k continuations that do not end live on; done sentences leave
+        # the best k continuations that do not end live on; once a quarter of the
+        # sentences are done, they leave the batch (a copy of the memory: not every step)
         live_scores, live = top_scores.masked_fill(is_eos, float("-inf")).topk(k, dim=-1)
         rows = base + top_beam.gather(1, live)  # (live_n, k)
         tokens = top_token.gather(1, live)
-        if bool(done.any()):
+        if 4 * int(done.sum()) >= live_n:
             keep = ~done
             rows, tokens, live_scores = rows[keep], tokens[keep], live_scores[keep]
-            sentences, finished_count = sentences[keep], finished_count[keep]
+            sentences, finished_count, done = sentences[keep], finished_count[keep], done[keep]
             memory = memory.select(rows.view(-1))  # every row of a sentence has its source
             row_lens = row_lens[rows.view(-1)]
         rows, tokens = rows.view(-1), tokens.view(-1)
