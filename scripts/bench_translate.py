@@ -26,7 +26,7 @@ from hydra import compose, initialize_config_dir
 from nlp_lstm.checkpoint import load_checkpoint
 from nlp_lstm.config import conf_dir, register_schemas
 from nlp_lstm.contract import Split
-from nlp_lstm.data.parallel import encode, read_parallel
+from nlp_lstm.data.parallel import encode
 from nlp_lstm.tasks import translate
 from nlp_lstm.train.trainer import peak_rss_mib
 
@@ -120,10 +120,9 @@ def main() -> None:
                 loaded.target_tokenizer,
             )
         else:
-            model, source_tok = job.model, None
-        pairs = read_parallel(dev, "de", "en") if source_tok else dev_pairs
-        tokenizer = source_tok or translate.load_tokenizer(job.bundle.extras["source_tokenizer"])
-        split = translate.pair_split(encode(tokenizer, pairs.source), None, pairs.target)
+            model = job.model
+            source_tok = translate.load_tokenizer(job.bundle.extras["source_tokenizer"])
+        split = translate.pair_split(encode(source_tok, dev_pairs.source), None, dev_pairs.target)
         for precision in args.precisions:
             overrides = [*base, f"trainer.precision={precision}", "trainer.limit_eval_batches=null"]
             trainer = translate.make_trainer(compose("config", overrides=overrides), None)
@@ -132,7 +131,7 @@ def main() -> None:
                 warm_up = Split(split.examples[:64], split.lengths[:64], split.collate)
                 timed(trainer, model, warm_up, predict)
                 seconds, outputs = timed(trainer, model, split, predict)
-                scores = translate.bleu_scores(outputs, list(pairs.target)) if args.ckpt else {}
+                scores = translate.bleu_scores(outputs, dev_pairs.target) if args.ckpt else {}
                 results["decoding"].append(
                     {
                         "precision": precision,

