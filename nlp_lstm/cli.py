@@ -78,10 +78,11 @@ def describe_override_error(err: Exception) -> str:
 
 
 def temporary_run_dir(argv: list[str]) -> str | None:
-    """``mode=test`` and ``mode=predict`` work in a temporary folder (removed afterwards)
-    unless ``hydra.run.dir`` names one: scoring 20 files should not leave 20 run folders."""
+    """``mode=test``, ``predict`` and ``export`` work in a temporary folder (removed
+    afterwards) unless ``hydra.run.dir`` names one: scoring 20 files should not leave 20
+    run folders."""
     modes = [a.split("=", 1)[1] for a in argv if a.startswith("mode=")]
-    if not modes or modes[-1] not in ("test", "predict"):
+    if not modes or modes[-1] not in ("test", "predict", "export"):
         return None
     if any(a.startswith(("hydra.run.dir=", "--multirun", "-m")) for a in argv):
         return None

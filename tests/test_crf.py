@@ -201,3 +201,53 @@ def test_works_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         llh = crf(emissions.bfloat16(), tags, mask)
     assert llh.dtype == torch.float32 and torch.isfinite(llh)
+
+
+def _grads(crf, emissions, tags, mask):
+    emissions = emissions.clone().requires_grad_()
+    llh = crf(emissions, tags, mask, reduction="sum")
+    params = [crf.start_transitions, crf.end_transitions, crf.transitions]
+    return llh, torch.autograd.grad(llh, [emissions, *params])
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("constrained", [False, True])
+def test_scripted_crf_matches_eager(batch_first, constrained):
+    """torch.jit.script(CRF) gives the eager log-likelihood, gradients, log Z and paths."""
+    tags_list = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    constraints = allowed_transitions(tags_list, "iob2") if constrained else None
+    crf = CRF(5, batch_first=batch_first, constraints=constraints)
+    with torch.no_grad():
+        crf.transitions.normal_()
+    scripted = torch.jit.script(crf)
+    assert isinstance(scripted, torch.jit.ScriptModule)
+    emissions, tags, mask = random_case(11, 7, 5, batch_first, seed=3)
+    if constrained:  # gold paths the constraints allow: all O
+        tags = torch.zeros_like(tags)
+    llh, grads = _grads(crf, emissions, tags, mask)
+    llh_s, grads_s = _grads(scripted, emissions, tags, mask)
+    torch.testing.assert_close(llh_s, llh, atol=1e-4, rtol=1e-5)
+    for got, expected in zip(grads_s, grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        scripted.log_partition(emissions, mask), crf.log_partition(emissions, mask)
+    )
+    assert scripted.decode(emissions, mask) == crf.decode(emissions, mask)
+    for got, expected in zip(
+        scripted.viterbi(emissions, mask), crf.viterbi(emissions, mask), strict=True
+    ):
+        torch.testing.assert_close(got, expected)
+
+
+def test_crf_under_torch_compile_matches_eager():
+    """torch.compile(CRF): the same log-likelihood, gradients and Viterbi paths."""
+    torch._dynamo.reset()
+    crf = CRF(5, batch_first=True)
+    emissions, tags, mask = random_case(6, 3, 5, True, seed=5)
+    llh, grads = _grads(crf, emissions, tags, mask)
+    llh_c, grads_c = _grads(torch.compile(crf), emissions, tags, mask)
+    torch.testing.assert_close(llh_c, llh, atol=1e-4, rtol=1e-5)
+    for got, expected in zip(grads_c, grads, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    paths, scores = torch.compile(crf.viterbi)(emissions, mask)
+    assert torch.equal(paths, crf.viterbi(emissions, mask)[0])

@@ -185,6 +185,9 @@ class CRF(nn.Module):
         )
 
     # ------------------------------------------------------------------ public API
+    # Every public method compiles with ``torch.jit.script``: scripted, the partition
+    # function is the plain log-space recursion (autograd through it) instead of the
+    # hand-written backward, which TorchScript cannot call; the results agree.
 
     def forward(
         self,
@@ -198,17 +201,15 @@ class CRF(nn.Module):
         ``reduction``: ``none`` (one value a sequence), ``sum``, ``mean`` (over sequences)
         or ``token_mean`` (sum divided by the number of unmasked tokens).
         """
-        self._validate(emissions, tags=tags, mask=mask)
-        if reduction not in ("none", "sum", "mean", "token_mean"):
-            raise ValueError(f"invalid reduction: {reduction}")
-        emissions, tags, mask = self._time_first(emissions, tags, mask)
-        with torch.autocast(emissions.device.type, enabled=False):
-            emissions = emissions.float()
-            start, end, trans = self._potentials()
-            last = mask.sum(0) - 1
-            llh = self._gold_score(
-                emissions, tags, mask, last, start, end, trans
-            ) - _LogPartition.apply(emissions, start, end, trans, last)
+        self._validate(emissions, tags, mask)
+        if reduction not in ["none", "sum", "mean", "token_mean"]:
+            raise ValueError("invalid reduction: " + reduction)
+        emissions, time_tags, mask = self._time_first(emissions, tags, mask)
+        assert time_tags is not None
+        if torch.jit.is_scripting():
+            llh = self._log_likelihood(emissions.float(), time_tags, mask)
+        else:
+            llh = self._log_likelihood_fp32(emissions, time_tags, mask)
         if reduction == "none":
             return llh
         if reduction == "sum":
@@ -217,45 +218,79 @@ class CRF(nn.Module):
             return llh.mean()
         return llh.sum() / mask.float().sum()
 
+    @torch.jit.export
     def log_partition(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
         """log Z for each sequence, shape ``(batch,)``."""
-        self._validate(emissions, mask=mask)
+        self._validate(emissions, None, mask)
         emissions, _, mask = self._time_first(emissions, None, mask)
-        with torch.autocast(emissions.device.type, enabled=False):
+        if torch.jit.is_scripting():
             start, end, trans = self._potentials()
-            return _LogPartition.apply(emissions.float(), start, end, trans, mask.sum(0) - 1)
+            return _log_partition(emissions.float(), start, end, trans, mask.sum(0) - 1)
+        return self._log_partition_fp32(emissions, mask)
 
+    @torch.jit.export
     def decode(self, emissions: Tensor, mask: Tensor | None = None) -> list[list[int]]:
         """Best tag sequence for each sequence, as lists of tag ids (pytorch-crf's API)."""
         best, _ = self.viterbi(emissions, mask)
-        if mask is None:
-            lengths = [best.shape[1 if self.batch_first else 0]] * best.shape[
-                0 if self.batch_first else 1
-            ]
-        else:
-            lengths = mask.sum(1 if self.batch_first else 0).tolist()
-        rows = (best if self.batch_first else best.t()).tolist()
-        return [row[:n] for row, n in zip(rows, lengths, strict=True)]
+        if not self.batch_first:
+            best = best.t()
+        lengths: list[int] = [best.shape[1]] * best.shape[0]
+        if mask is not None:
+            counts: list[int] = mask.sum(1 if self.batch_first else 0).tolist()
+            lengths = counts
+        rows: list[list[int]] = best.tolist()
+        return [row[:n] for row, n in zip(rows, lengths)]  # noqa: B905 (TorchScript)
 
+    @torch.jit.export
     def viterbi(self, emissions: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Best paths as a padded LongTensor (same layout as ``mask``, 0 past the end) and
         their scores ``(batch,)``. Runs on the emissions' device without leaving it."""
-        self._validate(emissions, mask=mask)
+        self._validate(emissions, None, mask)
         emissions, _, mask = self._time_first(emissions, None, mask)
-        with torch.no_grad(), torch.autocast(emissions.device.type, enabled=False):
-            start, end, trans = self._potentials()
-            best, score = _viterbi(emissions.float(), mask.sum(0) - 1, start, end, trans)
-        return (best.t() if self.batch_first else best), score
+        with torch.no_grad():
+            if torch.jit.is_scripting():
+                start, end, trans = self._potentials()
+                last = mask.sum(0) - 1
+                best, score = _viterbi_functional(emissions.float(), last, start, end, trans)
+            else:
+                best, score = self._viterbi_fp32(emissions, mask)
+        return (best.transpose(0, 1) if self.batch_first else best), score
 
     # ------------------------------------------------------------------ internals
 
+    def _log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        start, end, trans = self._potentials()
+        last = mask.sum(0) - 1
+        gold = self._gold_score(emissions, tags, mask, last, start, end, trans)
+        return gold - _log_partition(emissions, start, end, trans, last)
+
+    # eager only: CRF arithmetic in float32 whatever autocast says around it
+    @torch.jit.unused
+    def _log_likelihood_fp32(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        with torch.autocast(emissions.device.type, enabled=False):
+            return self._log_likelihood(emissions.float(), tags, mask)
+
+    @torch.jit.unused
+    def _log_partition_fp32(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        with torch.autocast(emissions.device.type, enabled=False):
+            start, end, trans = self._potentials()
+            return _log_partition(emissions.float(), start, end, trans, mask.sum(0) - 1)
+
+    @torch.jit.unused
+    def _viterbi_fp32(self, emissions: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.autocast(emissions.device.type, enabled=False):
+            start, end, trans = self._potentials()
+            return _viterbi(emissions.float(), mask.sum(0) - 1, start, end, trans)
+
     def _potentials(self) -> tuple[Tensor, Tensor, Tensor]:
         start, end, trans = self.start_transitions, self.end_transitions, self.transitions
-        if self.transitions_allowed is not None:
+        start_allowed, trans_allowed = self.start_allowed, self.transitions_allowed
+        end_allowed = self.end_allowed
+        if start_allowed is not None and trans_allowed is not None and end_allowed is not None:
             neg_inf = float("-inf")
-            start = start.masked_fill(~self.start_allowed, neg_inf)
-            end = end.masked_fill(~self.end_allowed, neg_inf)
-            trans = trans.masked_fill(~self.transitions_allowed, neg_inf)
+            start = start.masked_fill(~start_allowed, neg_inf)
+            end = end.masked_fill(~end_allowed, neg_inf)
+            trans = trans.masked_fill(~trans_allowed, neg_inf)
         return start.float(), end.float(), trans.float()
 
     def _time_first(
@@ -263,11 +298,12 @@ class CRF(nn.Module):
     ) -> tuple[Tensor, Tensor | None, Tensor]:
         if mask is None:
             mask = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)
-        mask = mask.bool()
+        mask = mask.to(torch.bool)
         if self.batch_first:
             emissions = emissions.transpose(0, 1)
             mask = mask.transpose(0, 1)
-            tags = tags.transpose(0, 1) if tags is not None else None
+            if tags is not None:
+                tags = tags.transpose(0, 1)
         return emissions, tags, mask
 
     @staticmethod
@@ -289,9 +325,7 @@ class CRF(nn.Module):
         last_tags = tags.gather(0, last.unsqueeze(0)).squeeze(0)
         return score + end[last_tags]
 
-    def _validate(
-        self, emissions: Tensor, tags: Tensor | None = None, mask: Tensor | None = None
-    ) -> None:
+    def _validate(self, emissions: Tensor, tags: Tensor | None, mask: Tensor | None) -> None:
         if emissions.dim() != 3:
             raise ValueError(f"emissions must have dimension of 3, got {emissions.dim()}")
         if emissions.size(2) != self.num_tags:
@@ -301,19 +335,52 @@ class CRF(nn.Module):
         if tags is not None and emissions.shape[:2] != tags.shape:
             raise ValueError(
                 "the first two dimensions of emissions and tags must match, "
-                f"got {tuple(emissions.shape[:2])} and {tuple(tags.shape)}"
+                f"got {list(emissions.shape[:2])} and {list(tags.shape)}"
             )
         if mask is not None:
             if emissions.shape[:2] != mask.shape:
                 raise ValueError(
                     "the first two dimensions of emissions and mask must match, "
-                    f"got {tuple(emissions.shape[:2])} and {tuple(mask.shape)}"
+                    f"got {list(emissions.shape[:2])} and {list(mask.shape)}"
                 )
             first = mask[:, 0] if self.batch_first else mask[0]
             if first.is_cuda:  # checked on the device, without waiting for it
-                torch._assert_async(first.bool().all(), "mask of the first timestep must all be on")
+                torch._assert_async(
+                    first.to(torch.bool).all(), "mask of the first timestep must all be on"
+                )
             elif not bool(first.all()):
                 raise ValueError("mask of the first timestep must all be on")
+
+
+def _log_partition(
+    emissions: Tensor, start: Tensor, end: Tensor, trans: Tensor, last: Tensor
+) -> Tensor:
+    """log Z (B,) of time-first emissions: the hand-written forward-backward in eager mode,
+    the plain recursion (differentiated by autograd) under TorchScript and torch.compile
+    (which trace it into their own graphs; the in-place ``out=`` kernels are eager's)."""
+    if torch.jit.is_scripting() or torch.compiler.is_compiling():
+        return _log_partition_recursion(emissions, start, end, trans, last)
+    return _log_partition_fast(emissions, start, end, trans, last)
+
+
+@torch.jit.unused
+def _log_partition_fast(
+    emissions: Tensor, start: Tensor, end: Tensor, trans: Tensor, last: Tensor
+) -> Tensor:
+    return _LogPartition.apply(emissions, start, end, trans, last)
+
+
+def _log_partition_recursion(
+    emissions: Tensor, start: Tensor, end: Tensor, trans: Tensor, last: Tensor
+) -> Tensor:
+    """The forward algorithm, one logsumexp a step; positions past a sequence's end keep
+    its score."""
+    steps = emissions.shape[0]
+    alpha = start + emissions[0]  # (B, K)
+    for t in range(1, steps):
+        step = torch.logsumexp(alpha.unsqueeze(2) + trans.unsqueeze(0), dim=1) + emissions[t]
+        alpha = torch.where((t <= last).unsqueeze(1), step, alpha)
+    return torch.logsumexp(alpha + end, dim=1)
 
 
 def _viterbi(
@@ -357,3 +424,28 @@ def _viterbi(
         current = torch.where(active_t[t], column.max(0)[1], best_last)
     path_t[0].copy_(current)
     return paths.masked_fill_(~active, 0), path_score
+
+
+def _viterbi_functional(
+    emissions: Tensor, last: Tensor, start: Tensor, end: Tensor, trans: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:func:`_viterbi` without in-place writes (kept backpointers instead of recomputed
+    ones), for TorchScript and the ONNX graphs made from it: the same paths and scores."""
+    steps = emissions.shape[0]
+    score = start.unsqueeze(0) + emissions[0]  # (B, K)
+    pointers: list[Tensor] = []
+    for t in range(1, steps):
+        best, pointer = (score.unsqueeze(2) + trans.unsqueeze(0)).max(1)  # over the previous tag
+        score = torch.where((t <= last).unsqueeze(1), best + emissions[t], score)
+        pointers.append(pointer)
+    path_score, current = (score + end.unsqueeze(0)).max(1)
+    best_last = current
+    path = [current]
+    for i in range(steps - 1):  # t = steps - 1 ... 1 (a forward range exports to ONNX)
+        t = steps - 1 - i
+        previous = pointers[t - 1].gather(1, current.unsqueeze(1)).squeeze(1)
+        current = torch.where(t <= last, previous, best_last)
+        path.append(current)
+    paths = torch.stack(path, 0).flip(0).reshape(steps, -1)  # (T, B), rank known to ONNX
+    active = torch.arange(steps, device=emissions.device).unsqueeze(1) <= last.unsqueeze(0)
+    return paths.masked_fill(~active, 0), path_score

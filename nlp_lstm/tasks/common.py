@@ -20,6 +20,7 @@ from nlp_lstm.contract import Job, Monitor, choose_monitor
 from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import DataError, UserError
+from nlp_lstm.export import export_config, export_graph
 from nlp_lstm.files import atomic_write_text
 from nlp_lstm.modules.embeddings import TokenEmbedder
 from nlp_lstm.train import distributed
@@ -181,3 +182,20 @@ def extend_with_pretrained(
     embedder.extend_vocab(rows)
     log.info("added %d of %d unseen words with pretrained vectors", len(found), len(unseen))
     return Vocab([*words.itos, *found])
+
+
+def export_model(
+    cfg: DictConfig,
+    run_dir: Path,
+    graph: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    inputs: dict[str, dict[int, str]],
+    outputs: dict[str, dict[int, str]],
+    metadata: dict[str, Any],
+) -> None:
+    """``mode=export``: write the task's graph as ``cfg.export`` says (see
+    :func:`nlp_lstm.export.export_graph`) and print one JSON line describing it."""
+    config = export_config(cfg)
+    path = export_graph(graph, example, inputs, outputs, metadata, config)
+    described = {"path": str(path), "format": config.format, "quantize": config.quantize}
+    report({**described, "bytes": path.stat().st_size}, run_dir / "export.json")

@@ -32,11 +32,14 @@ from nlp_lstm.data.conll import (
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, DataError
-from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
+from nlp_lstm.export import PaddedRNN, export_config
+from nlp_lstm.modules.crf import CRF
+from nlp_lstm.modules.embeddings import CharCNN, CharEncoderKind, CharLSTM, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import CRFImpl, TaggingHead
 from nlp_lstm.tasks.common import (
     checkpoint_for,
+    export_model,
     extend_with_pretrained,
     fit,
     input_lines_path,
@@ -405,4 +408,88 @@ def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
              "CoNLL columns" if is_conll else "raw text, a sentence a line", input_format)  # fmt: skip
 
 
-MODES = {"train": train, "test": test, "predict": predict_mode}
+# ---------------------------------------------------------------------------- export
+
+
+class TaggerGraph(nn.Module):
+    """The tagger as one exportable graph over plain tensors:
+    ``words (B, T)``, ``chars (B, T, L)`` (each token's char ids, 0-padded; padding tokens
+    all 0) and ``lengths (B,)`` -> tag ids ``(B, T)``, 0 at padding (constrained Viterbi
+    with a CRF). The same weights and results as :class:`BiLSTMCRFTagger`."""
+
+    def __init__(self, tagger: BiLSTMCRFTagger) -> None:
+        super().__init__()
+        embedder, head = tagger.embedder, tagger.head
+        if head.crf is not None and not isinstance(head.crf, CRF):
+            raise ConfigError(
+                "export needs model.crf_impl=fast (pytorch-crf's CRF is not exported)"
+            )
+        self.words = embedder.words
+        self.char_cnn = embedder.chars if isinstance(embedder.chars, CharCNN) else None
+        char_lstm = embedder.chars if isinstance(embedder.chars, CharLSTM) else None
+        self.char_embedding = char_lstm.embedding if char_lstm is not None else None
+        self.char_rnn = PaddedRNN(char_lstm.lstm) if char_lstm is not None else None
+        self.encoder = PaddedRNN(tagger.encoder.rnn)
+        self.projection = head.projection
+        self.crf = head.crf
+
+    def forward(self, words: Tensor, chars: Tensor, lengths: Tensor) -> Tensor:
+        batch, steps = words.shape
+        parts = [self.words(words)]
+        flat = chars.reshape(batch * steps, chars.shape[2])
+        if self.char_cnn is not None:
+            parts.append(self.char_cnn(flat).reshape(batch, steps, -1))
+        if self.char_rnn is not None and self.char_embedding is not None:
+            char_lengths = (flat != 0).sum(1).clamp_min(1)
+            _, final = self.char_rnn(self.char_embedding(flat), char_lengths)
+            parts.append(final.reshape(batch, steps, -1))
+        states, _ = self.encoder(torch.cat(parts, dim=2), lengths)
+        emissions = self.projection(states)
+        mask = torch.arange(steps, device=words.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if self.crf is not None:
+            return self.crf.viterbi(emissions, mask)[0]
+        return emissions.argmax(2).masked_fill(~mask, 0)
+
+
+def graph_inputs(
+    sentences: list[list[str]], words: Vocab, chars: Vocab
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The :class:`TaggerGraph` inputs for tokenised sentences (what the export's JSON
+    describes): word ids, per-token char ids (at most MAX_WORD_CHARS) and lengths."""
+    lengths = torch.tensor([len(s) for s in sentences])
+    width = int(lengths.max())
+    char_width = max(min(len(t), MAX_WORD_CHARS) for s in sentences for t in s)
+    char_ids = torch.zeros(len(sentences), width, char_width, dtype=torch.long)
+    for row, sentence in enumerate(sentences):
+        for col, token in enumerate(sentence):
+            ids = chars.encode(token[:MAX_WORD_CHARS])
+            char_ids[row, col, : len(ids)] = torch.tensor(ids)
+    return pad([words.encode(s) for s in sentences], length=width), char_ids, lengths
+
+
+def export_mode(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=export ckpt=PATH export.format=torchscript|onnx export.path=FILE``: the
+    tagger with its Viterbi as one graph returning tag ids, and FILE.json with its
+    vocabularies and tag set."""
+    export_config(cfg)  # a missing export.path fails before any work
+    tagger = load_tagger(checkpoint_for(cfg, "ner"))
+    example = graph_inputs([["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]],
+                           tagger.words, tagger.chars)  # fmt: skip
+    metadata = {
+        "task": "ner",
+        "words": tagger.words.itos,
+        "chars": tagger.chars.itos,
+        "tags": tagger.tags.itos,
+        "tag_scheme": tagger.scheme,
+        "pad_id": 0,
+        "unk_id": 1,
+        "max_word_chars": MAX_WORD_CHARS,
+    }
+    batch_tokens = {0: "batch", 1: "tokens"}
+    inputs = {"words": batch_tokens, "chars": {**batch_tokens, 2: "chars"}, "lengths": {0: "batch"}}
+    export_model(
+        cfg, run_dir, TaggerGraph(tagger.model), example, inputs, {"tags": batch_tokens}, metadata
+    )
+
+
+MODES = {"train": train, "test": test, "predict": predict_mode, "export": export_mode}

@@ -19,17 +19,26 @@ from torch import Tensor, nn
 from nlp_lstm.config import to_dataclass
 from nlp_lstm.contract import Job, Split
 from nlp_lstm.data.batching import lengths_mask, pad
-from nlp_lstm.data.tables import LabelledTexts, Tokenizer, read_hub, read_labelled, tokenize
+from nlp_lstm.data.tables import (
+    PTB_BRACKETS,
+    LabelledTexts,
+    Tokenizer,
+    read_hub,
+    read_labelled,
+    tokenize,
+)
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import DataError
+from nlp_lstm.export import PaddedRNN, export_config
 from nlp_lstm.files import read_lines
 from nlp_lstm.modules.embeddings import TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import ClassifierHead
-from nlp_lstm.modules.pooling import PoolingKind
+from nlp_lstm.modules.pooling import PoolingKind, masked_max, masked_mean
 from nlp_lstm.tasks.common import (
     checkpoint_for,
+    export_model,
     extend_with_pretrained,
     fit,
     input_lines_path,
@@ -389,4 +398,62 @@ def predict_mode(cfg: DictConfig, run_dir: Path, top_words: int = 3) -> None:
     log.info("classified %d lines", len(outputs))
 
 
-MODES = {"train": train, "test": test, "predict": predict_mode}
+# ---------------------------------------------------------------------------- export
+
+
+class ClassifierGraph(nn.Module):
+    """The classifier as one exportable graph over plain tensors: ``words (B, T)`` and
+    ``lengths (B,)`` -> class probabilities ``(B, C)`` and pooling weights ``(B, T)``
+    (uniform over real tokens for pooling other than attention). The same weights and
+    results as :class:`AttentionClassifier`."""
+
+    def __init__(self, classifier: AttentionClassifier) -> None:
+        super().__init__()
+        encoder = classifier.encoder
+        self.words = classifier.embedder.words
+        self.rnn = PaddedRNN(encoder.rnn)
+        self.pooling = encoder.pooling or "last"
+        self.attention = encoder.attention
+        self.head = classifier.head
+
+    def forward(self, words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        states, final = self.rnn(self.words(words), lengths)
+        mask = torch.arange(words.shape[1], device=words.device).unsqueeze(0) < lengths.unsqueeze(1)
+        weights = mask.float() / lengths.unsqueeze(1).float()
+        if self.attention is not None:
+            pooled, weights = self.attention(states, mask)
+        elif self.pooling == "mean":
+            pooled = masked_mean(states, mask)
+        elif self.pooling == "max":
+            pooled = masked_max(states, mask)
+        else:
+            pooled = final
+        return torch.softmax(self.head(pooled).float(), dim=-1), weights
+
+
+def export_mode(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=export ckpt=PATH export.format=torchscript|onnx export.path=FILE``: the
+    classifier as one graph returning class probabilities, and FILE.json with its
+    vocabulary, labels and tokenisation."""
+    export_config(cfg)  # a missing export.path fails before any work
+    classifier = load_classifier(checkpoint_for(cfg, "sentiment"))
+    sentences = [["a", "gripping", "film", "."], ["dull", "."]]
+    example = (pad([classifier.words.encode(s) for s in sentences]), torch.tensor([4, 2]))
+    metadata = {
+        "task": "sentiment",
+        "words": classifier.words.itos,
+        "labels": classifier.labels.itos,
+        "tokenizer": classifier.data.tokenizer,
+        "lowercase": classifier.data.lowercase,
+        "ptb_brackets": PTB_BRACKETS,
+        "pad_id": 0,
+        "unk_id": 1,
+    }
+    inputs = {"words": {0: "batch", 1: "tokens"}, "lengths": {0: "batch"}}
+    outputs = {"probabilities": {0: "batch"}, "weights": {0: "batch", 1: "tokens"}}
+    export_model(
+        cfg, run_dir, ClassifierGraph(classifier.model), example, inputs, outputs, metadata
+    )
+
+
+MODES = {"train": train, "test": test, "predict": predict_mode, "export": export_mode}

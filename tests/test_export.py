@@ -1,0 +1,239 @@
+"""Exported graphs (TorchScript, ONNX, int8) give the eager model's outputs."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
+from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.export import ExportConfig, PaddedRNN, export_graph, metadata_path, reversal_index
+from nlp_lstm.tasks import ner, sentiment
+from tests.cli_helpers import run_main
+
+TAGS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
+SENTENCES = [
+    ["Peter", "Blackburn", "flew", "to", "Berlin", "on", "Monday", "."],
+    ["EU", "rejects", "German", "call"],
+    ["Hi"],
+    ["the", "Lake", "District", "is", "in", "northern", "England", ",", "says", "Peter"],
+]
+
+
+def test_reversal_index_reverses_within_length_and_is_its_own_inverse():
+    index = reversal_index(torch.tensor([4, 2, 1]), 5)
+    assert index.tolist() == [[3, 2, 1, 0, 4], [1, 0, 2, 3, 4], [0, 1, 2, 3, 4]]
+    assert torch.equal(index.gather(1, index), torch.arange(5).expand(3, 5))
+
+
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU])
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_padded_rnn_equals_the_packed_rnn(kind, bidirectional, layers):
+    torch.manual_seed(0)
+    rnn = kind(5, 4, num_layers=layers, batch_first=True, bidirectional=bidirectional)
+    inputs, lengths = torch.randn(4, 7, 5), torch.tensor([7, 3, 1, 5])
+    packed, hidden = rnn(pack_padded_sequence(inputs, lengths, True, enforce_sorted=False))
+    states, _ = pad_packed_sequence(packed, batch_first=True, total_length=7)
+    h_n = hidden[0] if isinstance(hidden, tuple) else hidden
+    final = torch.cat(list(h_n[-(2 if bidirectional else 1) :]), dim=-1)
+    for padded in (PaddedRNN(rnn), torch.jit.script(PaddedRNN(rnn))):
+        got_states, got_final = padded(inputs, lengths)
+        torch.testing.assert_close(got_states, states)
+        torch.testing.assert_close(got_final, final)
+
+
+def toy_tagger(char: str, crf: bool = True) -> tuple[ner.BiLSTMCRFTagger, Vocab, Vocab]:
+    torch.manual_seed(1)
+    words = Vocab(sorted({t for s in SENTENCES[:3] for t in s}))  # sentence 4 has unknowns
+    chars = Vocab(sorted({c for s in SENTENCES for t in s for c in t}))
+    config = ner.NERModelConfig(hidden_size=12, char=char, char_dim=6, char_hidden=5, crf=crf)
+    model = ner.BiLSTMCRFTagger(
+        config, random_rows(len(words), 8), EmbeddingsConfig(), len(chars), TAGS, "bioes"
+    )
+    with torch.no_grad():  # sharper scores than the initial ones, so paths vary
+        model.head.projection.weight.mul_(8)
+        if crf:
+            model.head.crf.transitions.normal_()
+    return model.eval(), words, chars
+
+
+def eager_tags(model, words, chars, sentences) -> list[list[int]]:
+    split = ner.tagging_split(
+        [ner.Sentence(s, ["O"] * len(s), 0) for s in sentences], None, words, chars
+    )
+    batch = split.collate(list(range(len(sentences))))
+    with torch.no_grad():
+        paths = ner.predict(model, batch)
+    out = [[] for _ in sentences]
+    for i, path in zip(batch.indices.tolist(), paths, strict=True):
+        out[i] = path
+    return out
+
+
+def graph_tags(outputs, sentences) -> list[list[int]]:
+    return [[int(t) for t in row[: len(s)]] for row, s in zip(outputs, sentences, strict=True)]
+
+
+@pytest.mark.parametrize("char,crf", [("cnn", True), ("lstm", True), ("none", False)])
+def test_tagger_graph_scripted_and_onnx_give_the_eager_tags(tmp_path, char, crf):
+    import onnxruntime
+
+    model, words, chars = toy_tagger(char, crf)
+    expected = eager_tags(model, words, chars, SENTENCES)
+    inputs = ner.graph_inputs(SENTENCES, words, chars)
+    graph = ner.TaggerGraph(model).eval()
+    assert graph_tags(graph(*inputs), SENTENCES) == expected
+    example = ner.graph_inputs(SENTENCES[1:3], words, chars)  # other shapes than scored
+    axes = {"words": {0: "b", 1: "t"}, "chars": {0: "b", 1: "t", 2: "c"}, "lengths": {0: "b"}}
+    for fmt in ("torchscript", "onnx"):
+        path = tmp_path / f"tagger.{fmt}"
+        export_graph(graph, example, axes, {"tags": {0: "b", 1: "t"}}, {"task": "ner"},
+                     ExportConfig(format=fmt, path=str(path)))  # fmt: skip
+        if fmt == "torchscript":
+            got = torch.jit.load(str(path))(*inputs)
+        else:
+            session = onnxruntime.InferenceSession(str(path))
+            feed = dict(
+                zip(["words", "chars", "lengths"], (t.numpy() for t in inputs), strict=True)
+            )
+            names = [i.name for i in session.get_inputs()]
+            (got,) = session.run(None, {name: feed[name] for name in names})
+        assert graph_tags(got, SENTENCES) == expected, fmt
+        meta = json.loads(metadata_path(path).read_text())
+        read = ["words", "lengths"] if char == "none" and fmt == "onnx" else list(axes)
+        assert meta["inputs"] == read and meta["format"] == fmt
+
+
+def test_classifier_graph_scripted_and_onnx_give_the_eager_probabilities(tmp_path):
+    import onnxruntime
+
+    torch.manual_seed(2)
+    words = Vocab(sorted({t for s in SENTENCES for t in s}))
+    model = sentiment.AttentionClassifier(
+        sentiment.SentimentModelConfig(hidden_size=6, num_layers=2),
+        random_rows(len(words), 8), EmbeddingsConfig(), 3,
+    ).eval()  # fmt: skip
+    split = sentiment.text_split(SENTENCES, None, words)
+    batch = split.collate(list(range(len(SENTENCES))))
+    with torch.no_grad():
+        logits, attention = model.scores(batch)
+    order = batch.indices.argsort()
+    probabilities, attention = torch.softmax(logits, -1)[order], attention[order]
+    inputs = (
+        torch.nn.utils.rnn.pad_sequence([torch.tensor(words.encode(s)) for s in SENTENCES], True),
+        torch.tensor([len(s) for s in SENTENCES]),
+    )
+    graph = sentiment.ClassifierGraph(model).eval()
+    axes = {"words": {0: "b", 1: "t"}, "lengths": {0: "b"}}
+    outputs = {"probabilities": {0: "b"}, "weights": {0: "b", 1: "t"}}
+    for fmt in ("torchscript", "onnx"):
+        path = tmp_path / f"classifier.{fmt}"
+        export_graph(graph, (inputs[0][:2], inputs[1][:2]), axes, outputs, {},
+                     ExportConfig(format=fmt, path=str(path)))  # fmt: skip
+        if fmt == "torchscript":
+            got = torch.jit.load(str(path))(*inputs)
+        else:
+            session = onnxruntime.InferenceSession(str(path))
+            got = session.run(None, {"words": inputs[0].numpy(), "lengths": inputs[1].numpy()})
+        torch.testing.assert_close(torch.as_tensor(got[0]), probabilities, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(torch.as_tensor(got[1]), attention, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_int8_dynamic_graphs_load_run_and_are_smaller(tmp_path, fmt):
+    import onnxruntime
+
+    torch.manual_seed(3)
+    model, words, chars = toy_tagger("cnn")
+    size = model.embedder.output_size  # layers big enough for int8 to shrink the file
+    model.encoder.rnn = nn.LSTM(size, 96, batch_first=True, bidirectional=True)
+    model.head.projection = nn.Linear(192, len(TAGS))
+    graph = ner.TaggerGraph(model).eval()
+    inputs = ner.graph_inputs(SENTENCES, words, chars)
+    axes = {"words": {0: "b", 1: "t"}, "chars": {0: "b", 1: "t", 2: "c"}, "lengths": {0: "b"}}
+    sizes = {}
+    for quantize in ("none", "dynamic"):
+        path = tmp_path / f"{quantize}.{fmt}"
+        config = ExportConfig(format=fmt, path=str(path), quantize=quantize)
+        export_graph(graph, inputs, axes, {"tags": {0: "b", 1: "t"}}, {}, config)
+        sizes[quantize] = path.stat().st_size
+        if fmt == "torchscript":
+            loaded = torch.jit.load(str(path))
+            got = loaded(*inputs)
+            if quantize == "dynamic":
+                kinds = {m.original_name for m in loaded.modules()}
+                assert {"PackedParameter", "LinearPackedParams"} <= kinds, kinds  # int8 weights
+        else:
+            feed = dict(
+                zip(["words", "chars", "lengths"], (t.numpy() for t in inputs), strict=True)
+            )
+            (got,) = onnxruntime.InferenceSession(str(path)).run(None, feed)
+        tags = torch.as_tensor(got)
+        assert tags.shape == inputs[0].shape and tags.dtype == torch.long
+        lengths = inputs[2].unsqueeze(1)
+        assert torch.all(tags[torch.arange(tags.shape[1]) >= lengths] == 0)
+        assert torch.all((tags >= 0) & (tags < len(TAGS)))
+    assert sizes["dynamic"] < 0.6 * sizes["none"]
+
+
+def test_cli_export_is_self_sufficient_and_matches_predict(tmp_path):
+    """mode=export on a trained checkpoint: loading the graph with plain torch and feeding
+    it inputs built from the JSON alone gives mode=predict's tags."""
+    from tests.conftest import toy_ner_sentences, write_conll
+
+    files = {s: write_conll(tmp_path / f"{s}.txt", toy_ner_sentences(n, seed=k))
+             for s, n, k in (("train", 120, 1), ("dev", 30, 2))}  # fmt: skip
+    run = tmp_path / "run"
+    code, _, err = run_main(
+        "task=ner", f"data.train={files['train']}", f"data.dev={files['dev']}", "data.test=null",
+        "embeddings=random", "embeddings.dim=8", "model.hidden_size=8", "model.char_hidden=6",
+        "trainer.max_epochs=2", "trainer.progress_bar=false", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert code == 0, err[-2000:]
+    ckpt = run / "checkpoints" / "best.pt"
+    graph_path = tmp_path / "out" / "tagger.pt"
+    code, out, err = run_main(
+        "task=ner", "mode=export", f"ckpt={ckpt}", f"export.path={graph_path}"
+    )
+    assert code == 0, err[-2000:]
+    described = json.loads(out.strip().splitlines()[-1])
+    assert described["path"] == str(graph_path) and described["bytes"] == graph_path.stat().st_size
+
+    text = "Peter visited Berlin\nqqq zzz unknown words here\n"
+    code, out, err = run_main("task=ner", "mode=predict", f"ckpt={ckpt}", stdin=text)
+    assert code == 0, err[-2000:]
+    predicted = [
+        [line.split("\t")[1] for line in block.splitlines()] for block in out.strip().split("\n\n")
+    ]
+
+    meta = json.loads(metadata_path(graph_path).read_text())
+    word_ids = {w: i for i, w in enumerate(meta["words"])}
+    char_ids = {c: i for i, c in enumerate(meta["chars"])}
+    sentences = [line.split() for line in text.splitlines()]
+    width, chars = max(map(len, sentences)), meta["max_word_chars"]
+    words = torch.zeros(len(sentences), width, dtype=torch.long)
+    char_tensor = torch.zeros(len(sentences), width, chars, dtype=torch.long)
+    for b, sentence in enumerate(sentences):
+        for t, token in enumerate(sentence):
+            words[b, t] = word_ids.get(token, meta["unk_id"])
+            for c, ch in enumerate(token[:chars]):
+                char_tensor[b, t, c] = char_ids.get(ch, meta["unk_id"])
+    lengths = torch.tensor([len(s) for s in sentences])
+    tags = torch.jit.load(str(graph_path))(words, char_tensor, lengths)
+    from nlp_lstm.data.conll import to_iob2
+
+    exported = [to_iob2([meta["tags"][i] for i in row[: len(s)].tolist()], meta["tag_scheme"])
+                for row, s in zip(tags, sentences, strict=True)]  # fmt: skip
+    assert exported == predicted
+
+
+def test_export_needs_a_path_and_a_known_format(tmp_path):
+    code, out, err = run_main("task=ner", "mode=export", "ckpt=x.pt")
+    assert code == 2 and "export.path" in err and not out
+    code, out, err = run_main("task=ner", "mode=export", "ckpt=x.pt", "export.format=tflite",
+                              f"export.path={tmp_path / 'a'}")  # fmt: skip
+    assert code == 2 and err.count("error:") == 1 and "tflite" in err
+    assert not (tmp_path / "a").exists()
