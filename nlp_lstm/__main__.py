@@ -4,27 +4,28 @@
 import shutil
 import sys
 
-import hydra
-from omegaconf import DictConfig
-
 from nlp_lstm.cli import (
     check_overrides,
     check_task_arguments,
     prepare_processes,
+    quick_predict,
     run,
     temporary_run_dir,
 )
 from nlp_lstm.config import conf_dir, register_schemas
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
+def _hydra_main() -> None:
+    import hydra  # imported here: a quick predict call never needs it
+
+    hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")(run)()
 
 
 def main() -> None:
     argv = sys.argv[1:]
     check_task_arguments(argv)
+    if quick_predict(argv):  # a plain mode=predict: its config comes from the checkpoint
+        return
     register_schemas()
     check_overrides(argv)
     scratch = temporary_run_dir(argv)

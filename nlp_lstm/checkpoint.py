@@ -64,14 +64,29 @@ def save_checkpoint(path: str | Path, bundle: Bundle, model: dict[str, Any], **r
     atomic_save(payload, path)
 
 
-def load_checkpoint(path: str | Path, task: str | None = None) -> Checkpoint:
-    """Load a checkpoint onto the CPU (``weights_only=True``: no pickled code runs); with
-    ``task``, check it was trained for that task. Problems are one-line UserErrors."""
-    import torch
+_kept: tuple[tuple, dict] | None = None  # (file identity, payload) kept for the next load
 
+
+def load_checkpoint(path: str | Path, task: str | None = None, keep: bool = False) -> Checkpoint:
+    """Load a checkpoint onto the CPU (``weights_only=True``: no pickled code runs); with
+    ``task``, check it was trained for that task. Problems are one-line UserErrors.
+
+    ``keep=True`` holds the payload for the next load of the same unchanged file (same
+    path, size and modification time), which takes it instead of reading the file again."""
+    global _kept
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: checkpoint not found")
+    stat = path.stat()
+    identity = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    payload = _kept[1] if _kept is not None and _kept[0] == identity else _read_payload(path)
+    _kept = (identity, payload) if keep else None
+    return _checkpoint_from(path, payload, task)
+
+
+def _read_payload(path: Path) -> dict:
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for a foreign or torn file
@@ -80,6 +95,10 @@ def load_checkpoint(path: str | Path, task: str | None = None) -> Checkpoint:
         ) from None
     if not isinstance(payload, dict) or "model" not in payload:
         raise UserError(f"{path}: not an nlp_lstm checkpoint (no model weights)")
+    return payload
+
+
+def _checkpoint_from(path: Path, payload: dict, task: str | None) -> Checkpoint:
     if "bundle" in payload:
         bundle = Bundle(**payload["bundle"])
     elif "meta" in payload:  # version 1: vocabularies beside the config in "meta"

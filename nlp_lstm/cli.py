@@ -6,6 +6,7 @@ one line on stderr and exit code 2.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -151,8 +152,9 @@ def quiet_other_ranks() -> None:
     root.setLevel(logging.WARNING)
 
 
-def run(cfg: DictConfig) -> None:
-    """Dispatch to the task module's ``MODES[cfg.mode](cfg, run_dir)``; user errors exit 2."""
+def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
+    """Dispatch to the task module's ``MODES[cfg.mode](cfg, run_dir)`` (the Hydra job's
+    folder unless given); user errors exit 2."""
     try:
         quiet_other_ranks()
         name = cfg.task.name
@@ -163,7 +165,7 @@ def run(cfg: DictConfig) -> None:
             raise ConfigError(
                 f"task {name} has no mode {cfg.mode!r} (modes: {', '.join(modes) or 'none'})"
             )
-        run_dir = run_dir_of_current_job()
+        run_dir = run_dir or run_dir_of_current_job()
         check_run_folder(cfg, run_dir)
         if distributed.is_main():
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -177,3 +179,74 @@ def run(cfg: DictConfig) -> None:
         sys.exit(130)
     finally:
         distributed.shutdown()
+
+
+# ---------------------------------------------------------------------------- quick predict
+
+QUICK_KEYS = ("task", "mode", "ckpt", "input", "output", "input_format")
+QUICK_TRAINER_KEYS = ("device", "precision", "eval_batch_size", "num_threads", "progress_bar")
+
+
+def quick_predict_config(argv: list[str]) -> DictConfig | None:
+    """The config of a plain ``mode=predict`` call, built from the checkpoint instead of
+    composed by Hydra (composing takes ~1 s, longer than tagging a sentence).
+
+    A checkpoint holds the config its model was trained with; a predict call only adds
+    its files and, at most, how to run (``trainer.device``, ``precision``,
+    ``eval_batch_size``, ``num_threads``, ``progress_bar``; the rest of the trainer section
+    keeps its defaults, as in a composed predict call). Any other argument (another key, a
+    group, a sweep, a flag) returns None and Hydra composes as usual, so results never depend
+    on which path ran."""
+    if distributed.launched_by_torchrun() or not argv:
+        return None
+    values: dict[str, str] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        trainer_key = key.startswith("trainer.") and key.split(".", 1)[1] in QUICK_TRAINER_KEYS
+        if not sep or not (key in QUICK_KEYS or trainer_key):
+            return None
+        values[key] = value
+    if values.get("mode") != "predict" or not values.get("ckpt"):
+        return None
+    from nlp_lstm.checkpoint import load_checkpoint
+    from nlp_lstm.train.trainer import TrainerConfig
+
+    checkpoint = load_checkpoint(values["ckpt"], values.get("task", "ner"), keep=True)
+    saved = checkpoint.bundle.config
+    trainer = dataclasses.asdict(TrainerConfig())
+    trainer["eval_batch_size"] = saved.get("trainer", {}).get(
+        "eval_batch_size", trainer["eval_batch_size"]
+    )
+    base = {
+        **{k: v for k, v in saved.items() if k != "trainer"},
+        "trainer": trainer,
+        "mode": "predict",
+        "ckpt": None,
+        "input": None,
+        "output": None,
+        "input_format": "text",
+    }
+    given = [f"{k}={v}" for k, v in values.items() if k != "task"]
+    return OmegaConf.merge(OmegaConf.create(base), OmegaConf.from_dotlist(given))
+
+
+def quick_predict(argv: list[str]) -> bool:
+    """Run ``mode=predict`` without Hydra when :func:`quick_predict_config` allows; logs go
+    to stderr as usual. Returns whether it ran."""
+    try:
+        cfg = quick_predict_config(argv)
+    except UserError as err:
+        fail(str(err))
+    if cfg is None:
+        return False
+    import tempfile
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    with tempfile.TemporaryDirectory(prefix="nlp_lstm_") as folder:
+        run(cfg, Path(folder))
+    return True

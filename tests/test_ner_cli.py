@@ -290,3 +290,33 @@ def test_wheel_ships_the_configs(tmp_path):
         "hydra/job_logging/nlp_lstm.yaml",
     ):
         assert f"nlp_lstm/conf/{config}" in names
+
+
+def test_quick_predict_gives_what_the_composed_config_gives(trained, tmp_path, monkeypatch):
+    """A plain mode=predict call skips Hydra (its config comes from the checkpoint); its
+    output equals a call that composes (hydra.run.dir makes the call a composed one)."""
+    import nlp_lstm.cli as cli
+    from tests.cli_helpers import run_main
+
+    ckpt = trained["run"] / "checkpoints/best.pt"
+    text = "Mr John Smith said in Paris .\nthe Google Corp deal was new .\n"
+    plain = ["task=ner", "mode=predict", f"ckpt={ckpt}", "trainer.eval_batch_size=1"]
+    assert cli.quick_predict_config(plain) is not None
+    assert cli.quick_predict_config([*plain, f"hydra.run.dir={tmp_path}"]) is None
+    assert cli.quick_predict_config([*plain, "model.hidden_size=3"]) is None
+    assert cli.quick_predict_config(["task=ner", "mode=test", f"ckpt={ckpt}"]) is None
+    ran = []
+    monkeypatch.setattr(
+        cli,
+        "run",
+        lambda cfg, run_dir=None, _run=cli.run: ran.append(run_dir) or _run(cfg, run_dir),
+    )
+    code, quick, err = run_main(*plain, stdin=text)
+    assert code == 0, err[-2000:]
+    assert ran and ran[-1] is not None  # the quick path passed its own folder
+    code, composed, err = run_main(*plain, f"hydra.run.dir={tmp_path / 'h'}", stdin=text)
+    assert code == 0, err[-2000:]
+    assert quick == composed and quick.count("\n\n") == 2
+    # a task that is not the checkpoint's is one line, exit 2, on the quick path too
+    code, out, err = run_main("task=sentiment", "mode=predict", f"ckpt={ckpt}", stdin=text)
+    assert code == 2 and err.count("error:") == 1 and "not 'sentiment'" in err and not out
