@@ -5,7 +5,8 @@ deviation and range of every scalar metric across the runs.
     python scripts/sweep_summary.py multirun/sst2 [--json summary.json]
 
 ``--group-by data.horizon`` summarises each value of that override on its own (seeds of
-several settings in one sweep); ``--digits`` sets the printed precision.
+several settings in one sweep); ``--sort f1`` lists the runs best first (an Optuna search's
+trials: ``python scripts/search.py``); ``--digits`` sets the printed precision.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ def main() -> None:
     parser.add_argument("--json", help="write the summary here")
     parser.add_argument("--group-by", help="an override key whose values are summarised apart")
     parser.add_argument("--digits", type=int, default=2)
+    parser.add_argument("--sort", help="list the runs by this metric, best (highest) first")
+    parser.add_argument("--ascending", action="store_true", help="with --sort: lowest first")
     args = parser.parse_args()
     runs = []
-    for metrics_file in sorted(args.sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name):
+    for metrics_file in sorted(args.sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name.zfill(6)):
         overrides_file = metrics_file.parent / ".hydra" / "overrides.yaml"
         overrides = (
             [line[2:].strip() for line in overrides_file.read_text().splitlines()]
@@ -43,6 +46,10 @@ def main() -> None:
     if not runs:
         raise SystemExit(f"no */metrics.json under {args.sweep_dir}")
     keys = [k for k, v in runs[0]["metrics"].items() if isinstance(v, (int, float))]
+    if args.sort:
+        if args.sort not in keys:
+            raise SystemExit(f"--sort {args.sort}: the runs report {', '.join(keys)}")
+        runs.sort(key=lambda run: run["metrics"][args.sort], reverse=not args.ascending)
     d = args.digits
     for run in runs:
         values = "  ".join(f"{k} {run['metrics'][k]:.{d}f}" for k in keys)

@@ -241,7 +241,12 @@ def test_multirun_sweep_makes_one_folder_per_run(tmp_path, toy_conll):
         "1",
     ]
     assert "cell: gru" in (tmp_path / "1" / "config.yaml").read_text()
-    assert len(result.stdout.strip().splitlines()) == 2
+    lines = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [line["job"] for line in lines] == [0, 1]  # each line says which job it is
+    assert [o for o in lines[1]["overrides"] if o.startswith("model.cell")] == ["model.cell=gru"]
+    for line, run in zip(lines, ("0", "1"), strict=True):
+        metrics = json.loads((tmp_path / run / "metrics.json").read_text())
+        assert {k: line[k] for k in metrics} == metrics and "job" not in metrics
 
 
 def test_default_glove50_embeddings_run(tmp_path, toy_conll):

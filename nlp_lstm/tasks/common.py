@@ -137,12 +137,28 @@ def checkpoint_for(cfg: DictConfig, task: str) -> Checkpoint:
 
 def report(metrics: dict[str, Any], path: Path) -> None:
     """Write metrics as JSON to ``path`` and print them as one JSON line on stdout (the
-    main rank only)."""
+    main rank only). In a ``--multirun`` sweep the line starts with the job's number and
+    overrides, so each line says which job it belongs to."""
     if not distributed.is_main():
         return
     text = json.dumps(metrics, sort_keys=False)
     atomic_write_text(path, text + "\n")
-    print(text, flush=True)
+    print(json.dumps({**sweep_job(), **metrics}) if sweep_job() else text, flush=True)
+
+
+def sweep_job() -> dict[str, Any]:
+    """``{"job": N, "overrides": [...]}`` inside a Hydra ``--multirun`` job, else ``{}``."""
+    if "hydra" not in sys.modules:  # a quick predict call: no Hydra at all
+        return {}
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {}
+    hydra = HydraConfig.get()
+    if hydra.mode != RunMode.MULTIRUN:
+        return {}
+    return {"job": hydra.job.num, "overrides": list(hydra.overrides.task)}
 
 
 def input_lines_path(cfg: DictConfig, run_dir: Path) -> Path:
