@@ -133,6 +133,82 @@ class PaddedRNN(nn.Module):
         return states, final
 
 
+class _SteppedLSTM(nn.Module):
+    """A one-layer, one-way LSTM run a step at a time, each sequence's ``(h, c)`` frozen
+    once it ends: ``forward(inputs (B, T, D), lengths (B,)) -> (outputs (B, T, H), h, c)``
+    with the exact final ``h``, ``c`` ``(B, H)``."""
+
+    def __init__(self, rnn: nn.LSTM) -> None:
+        super().__init__()
+        self.rnn = rnn
+        self.hidden = rnn.hidden_size
+
+    def forward(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        batch, steps = inputs.shape[0], inputs.shape[1]
+        h = inputs.new_zeros(1, batch, self.hidden)
+        c = inputs.new_zeros(1, batch, self.hidden)
+        outputs: list[Tensor] = []
+        for t in range(steps):
+            out, (h_next, c_next) = self.rnn(inputs[:, t : t + 1], (h, c))
+            going = (t < lengths).view(1, -1, 1)
+            h = torch.where(going, h_next, h)
+            c = torch.where(going, c_next, c)
+            outputs.append(out[:, 0])
+        return torch.stack(outputs, 1), h[0], c[0]
+
+
+class _SteppedLayer(nn.Module):
+    def __init__(self, forward_rnn: _SteppedLSTM, backward_rnn: _SteppedLSTM | None) -> None:
+        super().__init__()
+        self.forward_rnn = forward_rnn
+        self.backward_rnn = backward_rnn
+
+
+class StepwiseBiLSTM(nn.Module):
+    """A (bi-directional, stacked) ``nn.LSTM`` for export when its final ``(h, c)`` is
+    needed too (an encoder that starts a decoder): a step at a time, so the cell state
+    at each sequence's own end is exact. ``forward(inputs (B, T, D), lengths (B,)) ->
+    (states (B, T, H * dirs), h_n, c_n)``, with ``h_n``/``c_n`` laid out as ``nn.LSTM``
+    returns them: ``(layers * dirs, B, H)``."""
+
+    def __init__(self, rnn: nn.LSTM) -> None:
+        super().__init__()
+        if not isinstance(rnn, nn.LSTM) or not rnn.batch_first:
+            raise ValueError("StepwiseBiLSTM expects a batch_first nn.LSTM")
+        self.layers = nn.ModuleList(
+            _SteppedLayer(
+                _SteppedLSTM(_single_layer_copy(rnn, layer, "")),
+                _SteppedLSTM(_single_layer_copy(rnn, layer, "_reverse"))
+                if rnn.bidirectional
+                else None,
+            )
+            for layer in range(rnn.num_layers)
+        )
+
+    def forward(self, inputs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        steps = inputs.shape[1]
+        mask = torch.arange(steps, device=inputs.device).unsqueeze(0) < lengths.unsqueeze(1)
+        mask = mask.unsqueeze(2).to(inputs.dtype)
+        reverse = reversal_index(lengths, steps)
+        states = inputs
+        finals_h: list[Tensor] = []
+        finals_c: list[Tensor] = []
+        for layer in self.layers:
+            forward_states, h, c = layer.forward_rnn(states, lengths)
+            finals_h.append(h)
+            finals_c.append(c)
+            backward_rnn = layer.backward_rnn
+            if backward_rnn is not None:
+                reversed_states, h, c = backward_rnn(_time_gather(states, reverse), lengths)
+                finals_h.append(h)
+                finals_c.append(c)
+                backward_states = _time_gather(reversed_states, reverse)
+                states = torch.cat([forward_states, backward_states], dim=2) * mask
+            else:
+                states = forward_states * mask
+        return states, torch.stack(finals_h, 0), torch.stack(finals_c, 0)
+
+
 # ---------------------------------------------------------------------------- writing
 
 

@@ -237,3 +237,85 @@ def test_export_needs_a_path_and_a_known_format(tmp_path):
                               f"export.path={tmp_path / 'a'}")  # fmt: skip
     assert code == 2 and err.count("error:") == 1 and "tflite" in err
     assert not (tmp_path / "a").exists()
+
+
+def greedy_with_graphs(encode, step, source, lengths, max_len: int) -> list[list[int]]:
+    """Greedy decoding driven by an exported encoder and decoder step, with the constraints
+    of nlp_lstm.modules.search (no pad/BOS, no EOS first, EOS at the length cap)."""
+    from nlp_lstm.tasks.translate import IDS
+
+    states, keys, mask, h, c, feed = (torch.as_tensor(x) for x in encode(source, lengths))
+    tokens = torch.full((source.shape[0],), IDS.bos)
+    outputs, done = [[] for _ in range(source.shape[0])], [False] * source.shape[0]
+    for position in range(max_len + 1):
+        log_probs, h, c, feed, _ = (
+            torch.as_tensor(x) for x in step(tokens, h, c, feed, states, keys, mask)
+        )
+        log_probs[:, [IDS.pad, IDS.bos]] = float("-inf")
+        if position == 0:
+            log_probs[:, IDS.eos] = float("-inf")
+        if position == max_len:
+            log_probs[:, :] = float("-inf")
+            log_probs[:, IDS.eos] = 0.0
+        tokens = log_probs.argmax(-1)
+        for row, token in enumerate(tokens.tolist()):
+            if not done[row]:
+                done[row] = token == IDS.eos
+                if not done[row]:
+                    outputs[row].append(token)
+    return outputs
+
+
+@pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
+def test_translate_encoder_and_step_graphs_decode_as_the_model_does(tmp_path, attention):
+    import onnxruntime
+
+    from nlp_lstm.data.batching import lengths_mask, pad
+    from nlp_lstm.modules.search import greedy_search
+    from nlp_lstm.tasks import translate
+
+    torch.manual_seed(4)
+    config = translate.TranslateModelConfig(
+        embedding_dim=8, hidden_size=12, num_layers=2, attention=attention, tie_embeddings=True
+    )
+    model = translate.Seq2Seq(config, 30, 25).eval()
+    with torch.no_grad():
+        for param in model.parameters():  # larger than the initial weights: outputs vary
+            param.normal_(0, 0.8)
+    rows = [[5, 6, 7, 8, 9, 10], [11, 12, 13], [14, 15, 16, 17], [20]]
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    lengths = torch.tensor([len(rows[i]) for i in order])
+    source = pad([rows[i] for i in order])
+    batch = translate.PairBatch(
+        source, lengths_mask(lengths, source.shape[1]), lengths, torch.tensor(order)
+    )
+    max_len = 7
+    with torch.no_grad():
+        memory, state = model.encode(batch)
+        expected, _ = greedy_search(
+            model.decoder, memory, state, torch.full((4,), max_len), translate.IDS
+        )
+        encoder, stepper = translate.EncoderGraph(model), translate.StepGraph(model)
+        states, _, _, h, c, _ = encoder(source, lengths)
+        torch.testing.assert_close(states, memory.states)
+        torch.testing.assert_close((h, c), state.hidden)
+        assert greedy_with_graphs(encoder, stepper, source, lengths, max_len) == expected
+    assert len({tuple(e) for e in expected}) > 1  # the test is not vacuous
+    for fmt in ("torchscript", "onnx"):
+        path = tmp_path / f"mt.{fmt}"
+        translate.export_graphs(model, ExportConfig(format=fmt, path=str(path)), {})
+        step_file = translate.step_path(path)
+        if fmt == "torchscript":
+            encode, step = torch.jit.load(str(path)), torch.jit.load(str(step_file))
+        else:
+            sessions = [onnxruntime.InferenceSession(str(f)) for f in (path, step_file)]
+
+            def runner(session):
+                names = [i.name for i in session.get_inputs()]
+                return lambda *xs: session.run(
+                    None, {n: x.numpy() for n, x in zip(names, xs, strict=True)}
+                )
+
+            encode, step = runner(sessions[0]), runner(sessions[1])
+        assert greedy_with_graphs(encode, step, source, lengths, max_len) == expected, fmt
+        assert json.loads(metadata_path(path).read_text())["part"] == "encoder"

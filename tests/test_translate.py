@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from pathlib import Path
 
@@ -316,3 +317,43 @@ def test_parallel_files_that_disagree_name_both_files_and_counts(tmp_path):
     assert f"{tmp_path / 'bad.de'}" in errors[0] and f"{tmp_path / 'bad.en'}" in errors[0]
     assert "3 lines" in errors[0] and "has 2" in errors[0]
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_cli_export_translates_a_sentence_with_plain_onnxruntime(tmp_path):
+    """mode=export on a trained checkpoint: the encoder, the step and the JSON (tokenizers
+    inside) translate "Ein hund." with onnxruntime and tokenizers alone, as predict does."""
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    from nlp_lstm.export import metadata_path
+    from tests.test_export import greedy_with_graphs
+
+    write_pairs(tmp_path / "train", 400, seed=1)
+    write_pairs(tmp_path / "dev", 30, seed=2)
+    run = tmp_path / "run"
+    code, _, stderr = run_main(
+        "task=translate", f"data.train={tmp_path / 'train'}", f"data.dev={tmp_path / 'dev'}",
+        *TINY, f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert code == 0, stderr[-3000:]
+    ckpt = run / "checkpoints" / "best.pt"
+    path = tmp_path / "mt.onnx"
+    code, stdout, stderr = run_main(
+        "task=translate", "mode=export", f"ckpt={ckpt}", "export.format=onnx", f"export.path={path}"
+    )
+    assert code == 0, stderr[-3000:]
+    assert last_json(stdout)["path"] == str(path)
+    meta = json.loads(metadata_path(path).read_text())
+    source_tok = Tokenizer.from_str(meta["source_tokenizer"])
+    target_tok = Tokenizer.from_str(meta["target_tokenizer"])
+    sessions = [onnxruntime.InferenceSession(str(f)) for f in (path, path.parent / meta["step"])]
+
+    def runner(session):
+        names = [i.name for i in session.get_inputs()]
+        return lambda *xs: session.run(None, {n: x.numpy() for n, x in zip(names, xs, strict=True)})
+
+    ids = source_tok.encode("Ein hund.").ids
+    source, lengths = torch.tensor([ids]), torch.tensor([len(ids)])
+    max_len = int(meta["decode"]["max_len_a"] * len(ids) + meta["decode"]["max_len_b"])
+    (out,) = greedy_with_graphs(runner(sessions[0]), runner(sessions[1]), source, lengths, max_len)
+    assert target_tok.decode(out, skip_special_tokens=True) == "A dog."

@@ -26,24 +26,23 @@ class GlobalAttention(nn.Module):
 
     def __init__(self, size: int, kind: AttentionKind = "bahdanau") -> None:
         super().__init__()
-        self.kind = kind
-        if kind == "luong_general":
-            self.key_proj = nn.Linear(size, size, bias=False)
-        elif kind == "bahdanau":
-            self.key_proj = nn.Linear(size, size, bias=False)
-            self.query_proj = nn.Linear(size, size)
-            self.v = nn.Linear(size, 1, bias=False)
-        elif kind != "luong_dot":
+        if kind not in ("bahdanau", "luong_dot", "luong_general"):
             raise ValueError(f"unknown attention {kind!r}")
+        self.kind = kind
+        additive = kind == "bahdanau"
+        # absent parts are None (not missing), so the module also compiles with TorchScript
+        self.key_proj = nn.Linear(size, size, bias=False) if kind != "luong_dot" else None
+        self.query_proj = nn.Linear(size, size) if additive else None
+        self.v = nn.Linear(size, 1, bias=False) if additive else None
 
     def keys(self, memory: Tensor) -> Tensor:
         """The source side of the score, computed once per batch: ``(N, S, size)``."""
-        return memory if self.kind == "luong_dot" else self.key_proj(memory)
+        return memory if self.key_proj is None else self.key_proj(memory)
 
     def forward(
         self, query: Tensor, memory: Tensor, keys: Tensor, mask: Tensor
     ) -> tuple[Tensor, Tensor]:
-        if self.kind == "bahdanau":
+        if self.query_proj is not None and self.v is not None:  # bahdanau
             scores = self.v(torch.tanh(keys + self.query_proj(query).unsqueeze(1))).squeeze(-1)
         else:
             scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)  # (N, S)

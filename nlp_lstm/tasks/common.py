@@ -20,7 +20,7 @@ from nlp_lstm.contract import Job, Monitor, choose_monitor
 from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import DataError, UserError
-from nlp_lstm.export import export_config, export_graph
+from nlp_lstm.export import ExportConfig, export_config, export_graph
 from nlp_lstm.files import atomic_write_text
 from nlp_lstm.modules.embeddings import TokenEmbedder
 from nlp_lstm.train import distributed
@@ -212,6 +212,10 @@ def export_model(
     """``mode=export``: write the task's graph as ``cfg.export`` says (see
     :func:`nlp_lstm.export.export_graph`) and print one JSON line describing it."""
     config = export_config(cfg)
-    path = export_graph(graph, example, inputs, outputs, metadata, config)
+    report_export(export_graph(graph, example, inputs, outputs, metadata, config), config, run_dir)
+
+
+def report_export(path: Path, config: ExportConfig, run_dir: Path) -> None:
+    """One JSON line describing what ``mode=export`` wrote."""
     described = {"path": str(path), "format": config.format, "quantize": config.quantize}
     report({**described, "bytes": path.stat().st_size}, run_dir / "export.json")

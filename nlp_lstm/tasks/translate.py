@@ -8,6 +8,7 @@ detokenised text -> sacreBLEU and chrF against the raw reference lines.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from nlp_lstm.data.parallel import (
 )
 from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
 from nlp_lstm.errors import ConfigError, UserError
+from nlp_lstm.export import ExportConfig, StepwiseBiLSTM, export_config, export_graph
 from nlp_lstm.modules.attention import AttentionKind
 from nlp_lstm.modules.decoder import AttentionDecoder, DecoderState, Memory
 from nlp_lstm.modules.encoder import BiLSTMEncoder
@@ -47,6 +49,7 @@ from nlp_lstm.tasks.common import (
     make_trainer,
     output_stream,
     report,
+    report_export,
     require_file,
     saved_configs,
     task_configs,
@@ -486,4 +489,117 @@ def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
     log.info("translated %d lines", len(outputs))
 
 
-MODES = {"train": train, "test": test, "predict": predict_mode}
+# ---------------------------------------------------------------------------- export
+
+
+class EncoderGraph(nn.Module):
+    """The encoder as an exportable graph: ``source (B, S)`` ids and ``lengths (B,)`` ->
+    the attention memory (``states``, ``keys`` ``(B, S, H)``, ``mask`` ``(B, S)``) and the
+    decoder's first state (``h``, ``c`` ``(layers, B, H)``, ``feed`` ``(B, H)``)."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        self.embedding = model.source_embedding
+        self.rnn = StepwiseBiLSTM(model.encoder.rnn)
+        self.attention = model.decoder.attention
+        self.hidden = model.decoder.hidden_size
+
+    def forward(
+        self, source: Tensor, lengths: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        states, h_n, c_n = self.rnn(self.embedding(source), lengths)
+        mask = torch.arange(source.shape[1], device=source.device).unsqueeze(0) < lengths.unsqueeze(
+            1
+        )
+        layers = h_n.shape[0] // 2  # both directions of a layer, joined as Seq2Seq.encode does
+        rows = h_n.shape[1]
+        h = h_n.view(layers, 2, rows, -1).transpose(1, 2).reshape(layers, rows, self.hidden)
+        c = c_n.view(layers, 2, rows, -1).transpose(1, 2).reshape(layers, rows, self.hidden)
+        feed = states.new_zeros(rows, self.hidden)
+        return states, self.attention.keys(states), mask, h, c, feed
+
+
+class StepGraph(nn.Module):
+    """One decoder step as an exportable graph: the previous ``tokens (B,)``, the state
+    (``h``, ``c``, ``feed``) and the memory -> next-token log-probabilities ``(B, V)``, the
+    new state and the attention weights ``(B, S)``. Search (greedy, beam) is the caller's
+    loop, as in :mod:`nlp_lstm.modules.search`."""
+
+    def __init__(self, model: Seq2Seq) -> None:
+        super().__init__()
+        decoder = model.decoder
+        self.embedding = decoder.embedding
+        self.input_feeding = decoder.input_feeding
+        self.rnn = decoder.rnn
+        self.attention = decoder.attention
+        self.combine = decoder.combine
+        self.out_proj = decoder.out_proj
+        self.generator = decoder.generator
+
+    def forward(
+        self,
+        tokens: Tensor,
+        h: Tensor,
+        c: Tensor,
+        feed: Tensor,
+        states: Tensor,
+        keys: Tensor,
+        mask: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        inputs = self.embedding(tokens)
+        if self.input_feeding:
+            inputs = torch.cat([inputs, feed], dim=-1)
+        output, (h, c) = self.rnn(inputs.unsqueeze(1), (h, c))
+        output = output.squeeze(1)
+        context, weights = self.attention(output, states, keys, mask)
+        attentional = torch.tanh(self.combine(torch.cat([context, output], dim=-1)))
+        projected = self.out_proj(attentional) if self.out_proj is not None else attentional
+        log_probs = torch.log_softmax(self.generator(projected).float(), dim=-1)
+        return log_probs, h, c, attentional, weights
+
+
+def step_path(path: str | Path) -> Path:
+    """Where the decoder step of a translate export goes: ``mt.onnx`` -> ``mt.step.onnx``."""
+    path = Path(path).expanduser()
+    return path.with_name(f"{path.stem}.step{path.suffix}")
+
+
+def export_graphs(model: Seq2Seq, config: ExportConfig, metadata: dict) -> Path:
+    """Write the encoder at ``config.path`` and the decoder step beside it
+    (:func:`step_path`), each with its JSON; returns the encoder's path."""
+    model.eval()
+    source, lengths = pad([[5, 6, 7, 8], [9, 10]]), torch.tensor([4, 2])
+    with torch.no_grad():
+        states, keys, mask, h, c, feed = EncoderGraph(model)(source, lengths)
+    batch_source = {0: "batch", 1: "source"}
+    state = {"h": {1: "batch"}, "c": {1: "batch"}, "feed": {0: "batch"}}
+    memory = {"states": batch_source, "keys": batch_source, "mask": batch_source}
+    tokens = torch.tensor([IDS.bos, IDS.bos])
+    step_config = dataclasses.replace(config, path=str(step_path(config.path)))
+    export_graph(StepGraph(model), (tokens, h, c, feed, states, keys, mask),
+                 {"tokens": {0: "batch"}, **state, **memory},
+                 {"log_probs": {0: "batch"}, **state, "weights": batch_source},
+                 {"task": "translate", "part": "step"}, step_config)  # fmt: skip
+    return export_graph(EncoderGraph(model), (source, lengths),
+                        {"source": batch_source, "lengths": {0: "batch"}}, {**memory, **state},
+                        {**metadata, "part": "encoder"}, config)  # fmt: skip
+
+
+def export_mode(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=export ckpt=PATH export.format=torchscript|onnx export.path=FILE``: the
+    encoder at FILE and one decoder step beside it (``<stem>.step<suffix>``), with
+    FILE.json holding both tokenizers, the special ids and the decoding settings."""
+    config = export_config(cfg)
+    translator = load_translator(checkpoint_for(cfg, "translate"))
+    metadata = {
+        "task": "translate",
+        "step": step_path(config.path).name,
+        "source_tokenizer": translator.source_tokenizer.to_str(),
+        "target_tokenizer": translator.target_tokenizer.to_str(),
+        "special_ids": {"pad": IDS.pad, "unk": IDS.unk, "bos": IDS.bos, "eos": IDS.eos},
+        "decode": dataclasses.asdict(to_dataclass(DecodeConfig, cfg.decode, "decode")),
+    }
+    report_export(export_graphs(translator.model, config, metadata), config, run_dir)
+
+
+MODES = {"train": train, "test": test, "predict": predict_mode, "export": export_mode}
