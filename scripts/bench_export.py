@@ -4,7 +4,8 @@ classifier, each with its dev score, so a speed-up never hides a worse model.
 
 Each variant runs in a fresh process (its own peak RSS) over the whole dev set, sorted by
 length in batches of ``--batch-size``; the time includes turning tokens into tensors. The
-eager baseline is the package's own predict path (packed sequences, the fast CRF).
+eager baseline is the package's own predict path (packed sequences, the fast CRF); "same %"
+is the share of sentences whose output (tag sequence, class) equals the eager one.
 
     NLP_LSTM_DATA=../shared/data python scripts/bench_export.py \
         --ner-ckpt runs/ner/.../best.pt --sentiment-ckpt runs/sentiment/.../best.pt \
@@ -218,13 +219,16 @@ def main() -> None:
         for row in rows:
             if row["task"] == task:
                 row["speedup_vs_eager"] = row["sentences_per_s"] / base["sentences_per_s"]
-    print(
-        f"\n{'task':9} {'variant':17} {'sents/s':>8} {'x eager':>7} {'score':>7} {'peak MiB':>8} {'file MiB':>8}"
-    )
+                same = sum(a == b for a, b in zip(row["outputs"], base["outputs"], strict=True))
+                row["same_as_eager"] = same / len(base["outputs"])
+    for row in rows:
+        del row["outputs"]
+    print(f"\n{'task':9} {'variant':17} {'sents/s':>8} {'x eager':>7} {'score':>7} "
+          f"{'same %':>7} {'peak MiB':>8} {'file MiB':>8}")  # fmt: skip
     for r in rows:
         size = f"{r['file_mib']:.1f}" if r["file_mib"] else "-"
         print(f"{r['task']:9} {r['variant']:17} {r['sentences_per_s']:8.0f} {r['speedup_vs_eager']:7.2f} "
-              f"{r['score']:7.2f} {r['peak_rss_mib']:8} {size:>8}")  # fmt: skip
+              f"{r['score']:7.2f} {100 * r['same_as_eager']:7.2f} {r['peak_rss_mib']:8} {size:>8}")  # fmt: skip
     if args.json:
         import platform
 

@@ -29,7 +29,9 @@ def main() -> None:
     parser.add_argument("--ascending", action="store_true", help="with --sort: lowest first")
     args = parser.parse_args()
     runs = []
-    for metrics_file in sorted(args.sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name.zfill(6)):
+    for metrics_file in sorted(
+        args.sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name.zfill(6)
+    ):
         overrides_file = metrics_file.parent / ".hydra" / "overrides.yaml"
         overrides = (
             [line[2:].strip() for line in overrides_file.read_text().splitlines()]

@@ -228,6 +228,21 @@ def test_cli_export_is_self_sufficient_and_matches_predict(tmp_path):
     exported = [to_iob2([meta["tags"][i] for i in row[: len(s)].tolist()], meta["tag_scheme"])
                 for row, s in zip(tags, sentences, strict=True)]  # fmt: skip
     assert exported == predicted
+    # the same through ONNX with numpy and onnxruntime only (scripts/tag_onnx.py)
+    import subprocess
+    import sys
+
+    from tests.cli_helpers import REPO
+
+    onnx_path = tmp_path / "out" / "tagger.onnx"
+    code, _, err = run_main("task=ner", "mode=export", f"ckpt={ckpt}", "export.format=onnx",
+                            f"export.path={onnx_path}")  # fmt: skip
+    assert code == 0, err[-2000:]
+    served = subprocess.run([sys.executable, str(REPO / "scripts/tag_onnx.py"), str(onnx_path)],
+                            input=text, capture_output=True, text=True, check=True)  # fmt: skip
+    blocks = served.stdout.strip().split("\n\n")
+    tags = [[line.split("\t")[1] for line in block.splitlines()] for block in blocks]
+    assert [to_iob2(t, meta["tag_scheme"]) for t in tags] == predicted
 
 
 def test_export_needs_a_path_and_a_known_format(tmp_path):
