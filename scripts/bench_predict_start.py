@@ -22,12 +22,13 @@ from pathlib import Path
 SENTENCE = "Peter Blackburn visited Berlin on Monday .\n"
 
 
-def first_output(command: list[str]) -> tuple[float, float]:
+def first_output(command: list[str], cwd: str | None = None) -> tuple[float, float]:
     """Seconds until the command's first stdout line, and its peak RSS in MiB."""
     start = time.perf_counter()
     process = subprocess.Popen(
-        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
+        command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        text=True, cwd=cwd,
+    )  # fmt: skip
     process.stdin.write(SENTENCE)
     process.stdin.close()
     line = process.stdout.readline()
@@ -44,6 +45,8 @@ def main() -> None:
     parser.add_argument("--ckpt", required=True)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json")
+    parser.add_argument("--before", help="a checkout of the code to compare with (its "
+                        "python -m nlp_lstm runs from there), e.g. a git worktree")  # fmt: skip
     args = parser.parse_args()
     python = sys.executable
     with tempfile.TemporaryDirectory() as folder:
@@ -58,18 +61,25 @@ def main() -> None:
             "predict, quick path (after)": predict,
             "ONNX graph, onnxruntime only": [python, str(Path(__file__).with_name("tag_onnx.py")), str(onnx_path)],
         }  # fmt: skip
+        folders = dict.fromkeys(cases)
+        if args.before:
+            name = f"predict, code at {args.before}"
+            cases[name], folders[name] = predict, args.before
         rows = []
-        for name, command in cases.items():
-            runs = [first_output(command) for _ in range(args.repeats)]
+        for _ in range(args.repeats):  # interleaved, so load changes hit every case alike
+            for name, command in cases.items():
+                rows.append((name, *first_output(command, folders[name])))
+        results = []
+        for name in cases:
+            runs = [(s, m) for n, s, m in rows if n == name]
             seconds = [s for s, _ in runs]
-            rows.append({"case": name, "median_s": statistics.median(seconds), "min_s": min(seconds),
-                         "max_s": max(seconds), "peak_rss_mib": max(m for _, m in runs)})  # fmt: skip
-            print(f"{name:38} median {rows[-1]['median_s']:.2f} s (min {min(seconds):.2f}, "
-                  f"max {max(seconds):.2f})  peak {rows[-1]['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
+            results.append({"case": name, "median_s": statistics.median(seconds), "min_s": min(seconds),
+                            "max_s": max(seconds), "peak_rss_mib": max(m for _, m in runs)})  # fmt: skip
+            print(f"{name:38} median {results[-1]['median_s']:.2f} s (min {min(seconds):.2f}, "
+                  f"max {max(seconds):.2f})  peak {results[-1]['peak_rss_mib']:.0f} MiB", flush=True)  # fmt: skip
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"repeats": args.repeats, "rows": rows}, indent=1) + "\n"
-        )
+        summary = {"repeats": args.repeats, "sentence": SENTENCE.strip(), "rows": results}
+        Path(args.json).write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":
