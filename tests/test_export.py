@@ -254,6 +254,15 @@ def test_export_needs_a_path_and_a_known_format(tmp_path):
     assert not (tmp_path / "a").exists()
 
 
+def onnx_runner(path):
+    """``run(*tensors) -> outputs`` of an ONNX file, inputs given in the graph's order."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path))
+    names = [i.name for i in session.get_inputs()]
+    return lambda *xs: session.run(None, {n: x.numpy() for n, x in zip(names, xs, strict=True)})
+
+
 def greedy_with_graphs(encode, step, source, lengths, max_len: int) -> list[list[int]]:
     """Greedy decoding driven by an exported encoder and decoder step, with the constraints
     of nlp_lstm.modules.search (no pad/BOS, no EOS first, EOS at the length cap)."""
@@ -283,7 +292,6 @@ def greedy_with_graphs(encode, step, source, lengths, max_len: int) -> list[list
 
 @pytest.mark.parametrize("attention", ["bahdanau", "luong_general", "luong_dot"])
 def test_translate_encoder_and_step_graphs_decode_as_the_model_does(tmp_path, attention):
-    import onnxruntime
 
     from nlp_lstm.data.batching import lengths_mask, pad
     from nlp_lstm.modules.search import greedy_search
@@ -323,14 +331,6 @@ def test_translate_encoder_and_step_graphs_decode_as_the_model_does(tmp_path, at
         if fmt == "torchscript":
             encode, step = torch.jit.load(str(path)), torch.jit.load(str(step_file))
         else:
-            sessions = [onnxruntime.InferenceSession(str(f)) for f in (path, step_file)]
-
-            def runner(session):
-                names = [i.name for i in session.get_inputs()]
-                return lambda *xs: session.run(
-                    None, {n: x.numpy() for n, x in zip(names, xs, strict=True)}
-                )
-
-            encode, step = runner(sessions[0]), runner(sessions[1])
+            encode, step = onnx_runner(path), onnx_runner(step_file)
         assert greedy_with_graphs(encode, step, source, lengths, max_len) == expected, fmt
         assert json.loads(metadata_path(path).read_text())["part"] == "encoder"

@@ -322,11 +322,10 @@ def test_parallel_files_that_disagree_name_both_files_and_counts(tmp_path):
 def test_cli_export_translates_a_sentence_with_plain_onnxruntime(tmp_path):
     """mode=export on a trained checkpoint: the encoder, the step and the JSON (tokenizers
     inside) translate "Ein hund." with onnxruntime and tokenizers alone, as predict does."""
-    import onnxruntime
     from tokenizers import Tokenizer
 
     from nlp_lstm.export import metadata_path
-    from tests.test_export import greedy_with_graphs
+    from tests.test_export import greedy_with_graphs, onnx_runner
 
     write_pairs(tmp_path / "train", 400, seed=1)
     write_pairs(tmp_path / "dev", 30, seed=2)
@@ -346,14 +345,11 @@ def test_cli_export_translates_a_sentence_with_plain_onnxruntime(tmp_path):
     meta = json.loads(metadata_path(path).read_text())
     source_tok = Tokenizer.from_str(meta["source_tokenizer"])
     target_tok = Tokenizer.from_str(meta["target_tokenizer"])
-    sessions = [onnxruntime.InferenceSession(str(f)) for f in (path, path.parent / meta["step"])]
-
-    def runner(session):
-        names = [i.name for i in session.get_inputs()]
-        return lambda *xs: session.run(None, {n: x.numpy() for n, x in zip(names, xs, strict=True)})
 
     ids = source_tok.encode("Ein hund.").ids
     source, lengths = torch.tensor([ids]), torch.tensor([len(ids)])
     max_len = int(meta["decode"]["max_len_a"] * len(ids) + meta["decode"]["max_len_b"])
-    (out,) = greedy_with_graphs(runner(sessions[0]), runner(sessions[1]), source, lengths, max_len)
+    (out,) = greedy_with_graphs(
+        onnx_runner(path), onnx_runner(path.parent / meta["step"]), source, lengths, max_len
+    )
     assert target_tok.decode(out, skip_special_tokens=True) == "A dog."
