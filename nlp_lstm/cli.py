@@ -183,6 +183,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
 
 # ---------------------------------------------------------------------------- quick predict
 
+QUICK_TASKS = ("ner", "sentiment")  # predict reads nothing but the checkpoint's sections
 QUICK_KEYS = ("task", "mode", "ckpt", "input", "output", "input_format")
 QUICK_TRAINER_KEYS = ("device", "precision", "eval_batch_size", "num_threads", "progress_bar")
 
@@ -207,6 +208,8 @@ def quick_predict_config(argv: list[str]) -> DictConfig | None:
             return None
         values[key] = value
     if values.get("mode") != "predict" or not values.get("ckpt"):
+        return None
+    if values.get("task", "ner") not in QUICK_TASKS:  # their predict reads sample/decode too
         return None
     from nlp_lstm.checkpoint import load_checkpoint
     from nlp_lstm.train.trainer import TrainerConfig

@@ -310,6 +310,7 @@ def test_quick_predict_gives_what_the_composed_config_gives(trained, tmp_path, m
     assert cli.quick_predict_config([*plain, f"hydra.run.dir={tmp_path}"]) is None
     assert cli.quick_predict_config([*plain, "model.hidden_size=3"]) is None
     assert cli.quick_predict_config(["task=ner", "mode=test", f"ckpt={ckpt}"]) is None
+    assert cli.quick_predict_config(["task=translate", "mode=predict", f"ckpt={ckpt}"]) is None
     ran = []
     monkeypatch.setattr(
         cli,
