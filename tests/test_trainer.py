@@ -8,7 +8,7 @@ from nlp_lstm.checkpoint import load_checkpoint
 from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.files import atomic_save
 from nlp_lstm.modules.embeddings import TokenEmbedder
-from nlp_lstm.train.trainer import Trainer, parameter_groups, seed_everything
+from nlp_lstm.train.trainer import Trainer, TrainerConfig, parameter_groups, seed_everything
 from tests.toy_jobs import fake_job, quiet, random_values, toy_job, values_split
 
 SGD = dict(optimizer="sgd", lr=0.1, momentum=0.0)  # one step: parameter change = -lr * gradient
@@ -324,3 +324,16 @@ def test_version_1_checkpoints_still_load(tmp_path):
     assert checkpoint.bundle.config == meta["config"] and not checkpoint.resumable
     with pytest.raises(UserError, match="not 'sentiment'"):
         load_checkpoint(path, task="sentiment")
+
+
+def test_an_ema_longer_than_the_run_is_warned_about(caplog):
+    trainer = Trainer(TrainerConfig(ema_decay=0.999, progress_bar=False, device="cpu"))
+    with caplog.at_level("WARNING"):
+        trainer._check_ema_horizon(10_000)
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        trainer._check_ema_horizon(78)
+    assert (
+        "ema_decay=0.999 averages over ~1000 optimizer steps but this run has only 78"
+        in caplog.text
+    )

@@ -90,7 +90,7 @@ class SentimentDataConfig:
 class SentimentModelConfig:
     """The ``model`` group for sentence classification."""
 
-    hidden_size: int = 150
+    hidden_size: int = 300  # per direction; 300 beat 150 on phrase-level SST-2 (README)
     num_layers: int = 1
     dropout: float = 0.5
     cell: CellKind = "lstm"

@@ -349,6 +349,18 @@ class Trainer:
 
         return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
+    def _check_ema_horizon(self, steps: int) -> None:
+        """Warn when the average would still be dominated by the first weights at the end:
+        an EMA of decay d remembers ~1 / (1 - d) steps."""
+        decay = self.config.ema_decay
+        if decay is None or steps * (1 - decay) >= 3:
+            return
+        log.warning(
+            "trainer.ema_decay=%g averages over ~%d optimizer steps but this run has only %d: "
+            "its averaged weights would lag; lower it or set trainer.ema_decay=null",
+            decay, round(1 / (1 - decay)), steps,
+        )  # fmt: skip
+
     def _resume(self, model, optimizer, scheduler, scaler, ema=None) -> None:
         target = self.config.resume
         path = self.checkpoint_dir / "last.pt" if target == "auto" else Path(target)
@@ -400,11 +412,13 @@ class Trainer:
             for stale in self.checkpoint_dir.glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
         ema = self._ema(model)
+        train_loader = self.loader(job.train, train=True)
+        batches = min(len(train_loader), cfg.limit_train_batches or len(train_loader))
+        self._check_ema_horizon(batches * cfg.max_epochs // cfg.accumulate_grad_batches)
         if cfg.resume:
             self._resume(model, optimizer, scheduler, scaler, ema)
         engine = self._engine(model)
         scored = ema.module if ema is not None else model  # the weights evaluated and saved
-        train_loader = self.loader(job.train, train=True)
 
         writer = None
         if self.is_main:
