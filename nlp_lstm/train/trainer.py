@@ -473,7 +473,7 @@ class Trainer:
                 self.state.history.append(row)
                 log.info(
                     "epoch %d/%d  loss %.4f  dev %s %.4g  (best %.4g @%d)  lr %.3g  %.1fs  "
-                    "%.0f ex/s  peak %d MiB",
+                    "%.0f ex/s  peak %d MiB (now %d)",
                     epoch,
                     cfg.max_epochs,
                     train_loss,
@@ -485,6 +485,7 @@ class Trainer:
                     seconds,
                     row["train_examples_per_s"],
                     row["peak_rss_mib"],
+                    current_rss_mib(),
                 )
                 if writer is not None:
                     for key, val in row.items():
@@ -632,6 +633,15 @@ class Trainer:
             plot_curves(history, self.run_dir / "curves.png", self.monitor.name, self.monitor.mode)
         except Exception as err:  # a plot must never stop training
             log.warning("could not draw curves.png: %s", err)
+
+
+def current_rss_mib() -> int:
+    """This process's resident memory now, in MiB (0 where /proc does not say)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20)
 
 
 def peak_rss_mib() -> int:
