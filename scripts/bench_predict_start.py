@@ -57,8 +57,8 @@ def main() -> None:
         predict = [python, "-m", "nlp_lstm", "task=ner", "mode=predict", f"ckpt={args.ckpt}"]
         cases = {
             "import torch (floor)": [python, "-c", "import torch; print(flush=True)"],
-            "predict, composed by Hydra (before)": [*predict, f"hydra.run.dir={folder}/run"],
-            "predict, quick path (after)": predict,
+            "predict, composed by Hydra": [*predict, f"hydra.run.dir={folder}/run"],
+            "predict, quick path": predict,
             "ONNX graph, onnxruntime only": [python, str(Path(__file__).with_name("tag_onnx.py")), str(onnx_path)],
         }  # fmt: skip
         folders = dict.fromkeys(cases)
