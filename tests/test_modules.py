@@ -143,3 +143,52 @@ def test_pytorch_crf_head_agrees_with_fast_head():
 def test_classifier_head():
     head = ClassifierHead(6, 3, hidden_size=4, dropout=0.1)
     assert head(torch.randn(2, 6)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("char", ["cnn", "lstm"])
+def test_tagging_batches_padded_to_multiples_give_the_same_loss_gradients_and_tags(char):
+    # data.pad_multiple rounds batch shapes up (fewer distinct shapes: a heap that does not
+    # fragment); the padding must change nothing the model computes
+    from collections import Counter
+
+    from nlp_lstm.data.conll import Sentence
+    from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
+    from nlp_lstm.data.vocab import Vocab
+    from nlp_lstm.tasks.ner import BiLSTMCRFTagger, NERModelConfig, predict, tagging_split
+    from tests.conftest import toy_ner_sentences
+
+    sentences = toy_ner_sentences(12, seed=3)
+    tokens = [[t for t, _ in s] for s in sentences]
+    gold = [[g for _, g in s] for s in sentences]
+    tags = Vocab(sorted({g for s in gold for g in s}), specials=())
+    words = Vocab.from_counts(Counter(t for s in tokens for t in s))
+    chars = Vocab.from_counts(Counter(c for s in tokens for t in s for c in t))
+    torch.manual_seed(0)
+    config = NERModelConfig(
+        hidden_size=8, char=char, char_dim=4, char_hidden=4, dropout=0.0, word_dropout=0.0
+    )
+    model = BiLSTMCRFTagger(
+        config, random_rows(len(words), 6), EmbeddingsConfig(), len(chars), tags.itos, "iob2"
+    )
+    examples = [Sentence(t, g, 0) for t, g in zip(tokens, gold, strict=True)]
+    tag_ids = [tags.encode(g) for g in gold]
+    results = []
+    for multiple in (1, 8):
+        batch = tagging_split(examples, tag_ids, words, chars, multiple).collate(list(range(12)))
+        if multiple == 1:
+            assert batch.words.shape[1] == max(len(t) for t in tokens)
+            assert batch.chars.shape[0] == 1 + len({t for s in tokens for t in s})
+        else:
+            assert batch.words.shape[1] % 8 == 0 and batch.chars.shape[1] % 8 == 0
+            assert batch.chars.shape[0] % 32 == 0
+        model.zero_grad()
+        loss, count = model(batch)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((loss.detach(), count, grads, predict(model, batch)))
+    (loss1, n1, grads1, tags1), (loss8, n8, grads8, tags8) = results
+    assert n1 == n8 and tags1 == tags8
+    torch.testing.assert_close(loss8, loss1)
+    assert len(grads1) == len(grads8)
+    for a, b in zip(grads1, grads8, strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5)

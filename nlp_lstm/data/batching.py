@@ -113,6 +113,11 @@ def bucketed_loader(
     return DataLoader(range(len(lengths)), batch_sampler=sampler, collate_fn=collate)
 
 
+def round_up(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple`` (itself when ``multiple`` is 1)."""
+    return -(-n // multiple) * multiple
+
+
 def pad(rows: Sequence[Sequence[int]], value: int = 0, length: int | None = None) -> Tensor:
     """Right-pad integer rows into a LongTensor ``(len(rows), length or longest)``."""
     width = length if length is not None else max((len(r) for r in rows), default=0)

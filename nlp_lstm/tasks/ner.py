@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
 from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.batching import lengths_mask, pad
+from nlp_lstm.data.batching import lengths_mask, pad, round_up
 from nlp_lstm.data.conll import (
     Sentence,
     allowed_transitions,
@@ -78,6 +78,9 @@ class NERDataConfig:
     tag_scheme: Literal["iob2", "bioes"] = "bioes"
     min_freq: int = 1
     extend_vocab: bool = True
+    # batch shapes rounded up to multiples of this (sentence and word length; unique words:
+    # 4x): recurring shapes keep the heap from fragmenting (README: memory); 1: exact shapes
+    pad_multiple: int = 8
 
 
 @dataclass
@@ -120,7 +123,12 @@ class TaggingBatch:
 
 
 class TaggingCollator:
-    """Turns dataset positions into a :class:`TaggingBatch`."""
+    """Turns dataset positions into a :class:`TaggingBatch`.
+
+    The sentence and word lengths of a batch are padded up to a multiple of ``pad_multiple``
+    and its count of unique words (the char encoder's rows) to a multiple of 4x that (1: exact
+    shapes), so that batch shapes recur instead of being new at nearly every step.
+    """
 
     def __init__(
         self,
@@ -128,7 +136,12 @@ class TaggingCollator:
         tag_ids: list[list[int]] | None,
         words: Vocab,
         chars: Vocab,
+        pad_multiple: int = 1,
     ) -> None:
+        if pad_multiple < 1:
+            raise ConfigError(f"data.pad_multiple must be at least 1, not {pad_multiple}")
+        self.pad_multiple = pad_multiple
+        self.row_multiple = 4 * pad_multiple if pad_multiple > 1 else 1
         self.sentences = sentences
         self.tag_ids = tag_ids
         self.words = words
@@ -146,7 +159,7 @@ class TaggingCollator:
     def __call__(self, indices: list[int]) -> TaggingBatch:
         indices = sorted(indices, key=lambda i: -self.lengths[i])  # longest first: cheap packing
         lengths = torch.tensor([self.lengths[i] for i in indices])
-        width = int(lengths.max())
+        width = round_up(int(lengths.max()), self.pad_multiple)
         unique: dict[str, int] = {}
         char_rows: list[list[int]] = [[]]
         index_rows = []
@@ -159,9 +172,11 @@ class TaggingCollator:
                     char_rows.append(self.char_ids(token))
                 row.append(slot)
             index_rows.append(row)
+        char_rows += [[]] * (round_up(len(char_rows), self.row_multiple) - len(char_rows))
+        char_width = round_up(max(1, max(len(r) for r in char_rows)), self.pad_multiple)
         return TaggingBatch(
             words=pad([self.word_ids[i] for i in indices], length=width),
-            chars=pad(char_rows, length=max(1, max(len(r) for r in char_rows))),
+            chars=pad(char_rows, length=char_width),
             char_lengths=torch.tensor([len(r) for r in char_rows]),
             char_index=pad(index_rows, length=width),
             mask=lengths_mask(lengths, width),
@@ -174,11 +189,15 @@ class TaggingCollator:
 
 
 def tagging_split(
-    sentences: list[Sentence], tag_ids: list[list[int]] | None, words: Vocab, chars: Vocab
+    sentences: list[Sentence],
+    tag_ids: list[list[int]] | None,
+    words: Vocab,
+    chars: Vocab,
+    pad_multiple: int = 1,
 ) -> Split:
     """A split of sentences (their gold tags, if any, in IOB2) for the Trainer."""
     tokens = [s.tokens for s in sentences]
-    collator = TaggingCollator(tokens, tag_ids, words, chars)
+    collator = TaggingCollator(tokens, tag_ids, words, chars, pad_multiple)
     return Split(sentences, collator.lengths, collator)
 
 
@@ -309,8 +328,10 @@ def setup(cfg: DictConfig, run_dir: Path | None):
     )
     job = Job(
         model=model,
-        train=tagging_split(train_sents, [tag_vocab.encode(t) for t in train_tags], words, chars),
-        dev=tagging_split(_with_iob2_tags(dev_sents), None, words, chars),
+        train=tagging_split(
+            train_sents, [tag_vocab.encode(t) for t in train_tags], words, chars, data.pad_multiple
+        ),
+        dev=tagging_split(_with_iob2_tags(dev_sents), None, words, chars, data.pad_multiple),
         predict=predict,
         score=make_score(tag_vocab, data.tag_scheme),
         monitor=monitor,
@@ -339,6 +360,7 @@ class LoadedTagger:
     scheme: str
     embeddings: EmbeddingsConfig
     extend_vocab: bool
+    pad_multiple: int = 1
 
     def split(self, sentences: list[Sentence]) -> Split:
         """A split of new sentences; unseen words with a pretrained vector get it first."""
@@ -346,7 +368,7 @@ class LoadedTagger:
             self.words = extend_with_pretrained(
                 self.words, self.model.embedder, [s.tokens for s in sentences], self.embeddings
             )
-        return tagging_split(sentences, None, self.words, self.chars)
+        return tagging_split(sentences, None, self.words, self.chars, self.pad_multiple)
 
 
 def load_tagger(checkpoint) -> LoadedTagger:
@@ -360,7 +382,9 @@ def load_tagger(checkpoint) -> LoadedTagger:
         model_cfg, word_placeholder(words, emb_cfg), emb_cfg, len(chars), tags.itos, scheme
     )
     load_weights(model, checkpoint)
-    return LoadedTagger(model, words, chars, tags, scheme, emb_cfg, data.extend_vocab)
+    return LoadedTagger(
+        model, words, chars, tags, scheme, emb_cfg, data.extend_vocab, data.pad_multiple
+    )
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
