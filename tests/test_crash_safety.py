@@ -42,8 +42,9 @@ def test_kill_9_then_resume_is_bit_identical(tmp_path):
     process.wait()
     epoch = load_checkpoint(last).payload["trainer"]["epoch"]
     assert 1 <= epoch < 5  # killed mid-run
-    # what a kill during a checkpoint write leaves: a torn temporary file beside last.pt
+    # what a kill during a checkpoint or metrics write leaves: torn temporary files
     (cut / "checkpoints" / ".last.pt.x1y2z3.tmp").write_bytes(b"half a checkpoint")
+    (cut / ".metrics.csv.x1y2z3.tmp").write_text("epoch,lo")
 
     resumed = run_cli(*args, "trainer.resume=auto", f"hydra.run.dir={cut}")
     assert resumed.returncode == 0, resumed.stderr[-2000:]

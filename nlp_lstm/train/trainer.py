@@ -408,9 +408,10 @@ class Trainer:
         optimizer = self._optimizer(model)
         scheduler = self._scheduler(optimizer, monitor)
         scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        if self.is_main:  # temp files of a write that a kill cut short
-            for stale in self.checkpoint_dir.glob(".*.tmp"):
-                stale.unlink(missing_ok=True)
+        if self.is_main:  # temp files of an atomic write that a kill cut short
+            for folder in (self.run_dir, self.checkpoint_dir):
+                for stale in folder.glob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
         ema = self._ema(model)
         train_loader = self.loader(job.train, train=True)
         batches = min(len(train_loader), cfg.limit_train_batches or len(train_loader))
