@@ -133,6 +133,80 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
     assert torch.all(weights[~batch.mask] == 0)
 
 
+def suffix_reviews(count, seed, stems, labels=("0", "1")):
+    """Polarity lies in a made-up word's suffix ("-ful" positive, "-less" negative): with
+    ``stems`` unseen in training, every such word is unknown and only its spelling tells."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        label = rng.randrange(2)
+        words = [rng.choice(FILL) for _ in range(rng.randint(3, 8))]
+        word = rng.choice(stems) + ("ful" if label else "less")
+        words.insert(rng.randrange(len(words) + 1), word)
+        rows.append((labels[label], " ".join(words)))
+    return rows
+
+
+def made_up_stems(count, seed):
+    rng = random.Random(seed)
+    return [
+        "".join(rng.choice("bcdgkmprtvz") + rng.choice("aiou") for _ in range(2))
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("char", ["none", "cnn"])
+def test_char_features_read_words_never_seen_in_training(tmp_path, char):
+    from nlp_lstm.checkpoint import Bundle
+    from nlp_lstm.contract import Job, Monitor
+    from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
+    from nlp_lstm.data.vocab import Vocab
+    from nlp_lstm.tasks.sentiment import (
+        AttentionClassifier,
+        SentimentModelConfig,
+        make_score,
+        predict,
+        text_split,
+    )
+    from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
+
+    stems = sorted(set(made_up_stems(120, seed=0)))
+    train_rows = suffix_reviews(600, 1, stems[:60])
+    dev_rows = suffix_reviews(200, 2, stems[60:])
+    sentences, dev_sentences = ([t.split() for _, t in r] for r in (train_rows, dev_rows))
+    words = Vocab(sorted({w for s in sentences for w in s}))
+    chars = Vocab(sorted({c for s in sentences for w in s for c in w})) if char != "none" else None
+    seed_everything(0)
+    model = AttentionClassifier(
+        SentimentModelConfig(hidden_size=16, dropout=0.1, char=char, char_hidden=16),
+        random_rows(len(words), 16),
+        EmbeddingsConfig(),
+        2,
+        len(chars) if chars else 0,
+    )
+    train = text_split(sentences, [int(label) for label, _ in train_rows], words, chars=chars)
+    dev = text_split(dev_sentences, [int(label) for label, _ in dev_rows], words, chars=chars)
+    batch = dev.collate(list(range(8)))
+    if chars is None:
+        assert batch.chars is None and batch.char_index is None
+    else:  # each token's char row spells it
+        for b, i in enumerate(batch.indices.tolist()):
+            for t, token in enumerate(dev_sentences[i]):
+                row = batch.chars[batch.char_index[b, t]]
+                assert chars.decode(
+                    row[: batch.char_lengths[batch.char_index[b, t]]].tolist()
+                ) == list(token)
+    config = TrainerConfig(
+        max_epochs=8, lr=0.01, progress_bar=False, device="cpu", lr_schedule="none"
+    )
+    job = Job(
+        model, train, dev, predict, make_score(2), Monitor("accuracy"), Bundle("sentiment", {})
+    )
+    best = Trainer(config, tmp_path).fit(job)
+    # the dev words are all unknown: without chars the model can only guess
+    assert best["accuracy"] >= 90.0 if char == "cnn" else best["accuracy"] <= 70.0
+
+
 def test_cli_train_test_predict_round_trip(tmp_path):
     train = write_tsv(tmp_path / "train.tsv", toy_reviews(400, 1, ("neg", "pos")))
     dev = write_tsv(tmp_path / "dev.tsv", toy_reviews(100, 2, ("neg", "pos")))
@@ -209,3 +283,33 @@ def test_sst2_trains_on_the_phrase_file_when_it_is_there(tmp_path):
     assert composed_train() == f"{tmp_path}/sst2/train.tsv"
     (tmp_path / "sst2" / "train_phrases.tsv").write_text("label\tsentence\n1\tgood\n")
     assert composed_train() == f"{tmp_path}/sst2/train_phrases.tsv"
+
+
+def test_cli_char_features_round_trip(tmp_path):
+    stems = sorted(set(made_up_stems(120, seed=0)))
+    train = write_tsv(tmp_path / "train.tsv", suffix_reviews(600, 1, stems[:60]))
+    dev = write_tsv(tmp_path / "dev.tsv", suffix_reviews(100, 2, stems[60:90]))
+    test = write_tsv(tmp_path / "test.tsv", suffix_reviews(100, 3, stems[90:]))
+    run = tmp_path / "run"
+    result = run_cli(
+        "task=sentiment", f"data.train={train}", f"data.dev={dev}", "data.test=null", "embeddings=random",
+        "embeddings.dim=16", "model.hidden_size=16", "model.char=cnn", "model.char_hidden=16",
+        "model.dropout=0.1", "trainer.max_epochs=8", "trainer.lr=0.01", "trainer.ema_decay=null",
+        "trainer.progress_bar=false", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((run / "metrics.json").read_text())["accuracy"] >= 90.0
+    ckpt = run / "checkpoints" / "best.pt"
+    # the checkpoint brings its char vocabulary: words unseen anywhere are still read
+    result = run_cli(
+        "task=sentiment", "mode=test", f"ckpt={ckpt}", f"data.test={test}",
+        f"hydra.run.dir={tmp_path / 't'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_json(result.stdout)["accuracy"] >= 90.0
+    result = run_cli(
+        "task=sentiment", "mode=predict", f"ckpt={ckpt}", f"hydra.run.dir={tmp_path / 'p'}",
+        stdin="the film is zapofful\nthe film is zapofless\n",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line.split("\t")[0] for line in result.stdout.strip().splitlines()] == ["1", "0"]

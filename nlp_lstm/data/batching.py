@@ -9,6 +9,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
+from nlp_lstm.data.vocab import Vocab
+
+MAX_WORD_CHARS = 30  # longer words are cut for the char encoders
+
 
 class BucketBatchSampler(Sampler[list[int]]):
     """Batches of similar length, so little compute goes to padding, sharded over ranks.
@@ -126,6 +130,50 @@ def pad(rows: Sequence[Sequence[int]], value: int = 0, length: int | None = None
         if row:
             out[i, : len(row)] = torch.as_tensor(row[:width], dtype=torch.long)
     return out
+
+
+class WordChars:
+    """The char-encoder input of a batch: the char ids of its unique words ``(U, L)`` (row 0
+    is padding), their lengths ``(U,)`` and each token's row ``(B, width)``.
+
+    With ``pad_multiple > 1`` the word length is padded up to a multiple of it and the row
+    count to a multiple of 4x it, so that batch shapes recur (README: memory).
+    """
+
+    def __init__(self, chars: Vocab, pad_multiple: int = 1) -> None:
+        self.chars = chars
+        self.pad_multiple = pad_multiple
+        self.row_multiple = 4 * pad_multiple if pad_multiple > 1 else 1
+        self._cache: dict[str, list[int]] = {}
+
+    def ids(self, token: str) -> list[int]:
+        """Char ids of one token (its first ``MAX_WORD_CHARS`` characters)."""
+        ids = self._cache.get(token)
+        if ids is None:
+            ids = self._cache[token] = self.chars.encode(token[:MAX_WORD_CHARS])
+        return ids
+
+    def __call__(self, sentences: Sequence[Sequence[str]], width: int) -> tuple[Tensor, ...]:
+        """``chars (U, L)``, ``char_lengths (U,)`` and ``char_index (B, width)``."""
+        unique: dict[str, int] = {}
+        rows: list[list[int]] = [[]]
+        index_rows = []
+        for sentence in sentences:
+            row = []
+            for token in sentence:
+                slot = unique.get(token)
+                if slot is None:
+                    slot = unique[token] = len(rows)
+                    rows.append(self.ids(token))
+                row.append(slot)
+            index_rows.append(row)
+        rows += [[]] * (round_up(len(rows), self.row_multiple) - len(rows))
+        char_width = round_up(max(1, max(len(r) for r in rows)), self.pad_multiple)
+        return (
+            pad(rows, length=char_width),
+            torch.tensor([len(r) for r in rows]),
+            pad(index_rows, length=width),
+        )
 
 
 def lengths_mask(lengths: Tensor, width: int) -> Tensor:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
 from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.batching import lengths_mask, pad, round_up
+from nlp_lstm.data.batching import MAX_WORD_CHARS, WordChars, lengths_mask, pad, round_up
 from nlp_lstm.data.conll import (
     Sentence,
     allowed_transitions,
@@ -58,7 +58,6 @@ from nlp_lstm.train.metrics import entity_scores, per_type_table
 
 log = logging.getLogger(__name__)
 
-MAX_WORD_CHARS = 30
 CORPUS_HINT = (
     "Put CoNLL-2003 at <data.root>/conll2003/{train,dev,test}.txt (set data.root=DIR or "
     "NLP_LSTM_DATA=DIR) or name files with data.train=/data.dev=/data.test=; see data/README.md"
@@ -141,44 +140,25 @@ class TaggingCollator:
         if pad_multiple < 1:
             raise ConfigError(f"data.pad_multiple must be at least 1, not {pad_multiple}")
         self.pad_multiple = pad_multiple
-        self.row_multiple = 4 * pad_multiple if pad_multiple > 1 else 1
         self.sentences = sentences
         self.tag_ids = tag_ids
         self.words = words
-        self.chars = chars
+        self.word_chars = WordChars(chars, pad_multiple)
         self.word_ids = [words.encode(s) for s in sentences]
         self.lengths = [len(s) for s in sentences]
-        self._char_cache: dict[str, list[int]] = {}
-
-    def char_ids(self, token: str) -> list[int]:
-        ids = self._char_cache.get(token)
-        if ids is None:
-            ids = self._char_cache[token] = self.chars.encode(token[:MAX_WORD_CHARS])
-        return ids
 
     def __call__(self, indices: list[int]) -> TaggingBatch:
         indices = sorted(indices, key=lambda i: -self.lengths[i])  # longest first: cheap packing
         lengths = torch.tensor([self.lengths[i] for i in indices])
         width = round_up(int(lengths.max()), self.pad_multiple)
-        unique: dict[str, int] = {}
-        char_rows: list[list[int]] = [[]]
-        index_rows = []
-        for i in indices:
-            row = []
-            for token in self.sentences[i]:
-                slot = unique.get(token)
-                if slot is None:
-                    slot = unique[token] = len(char_rows)
-                    char_rows.append(self.char_ids(token))
-                row.append(slot)
-            index_rows.append(row)
-        char_rows += [[]] * (round_up(len(char_rows), self.row_multiple) - len(char_rows))
-        char_width = round_up(max(1, max(len(r) for r in char_rows)), self.pad_multiple)
+        chars, char_lengths, char_index = self.word_chars(
+            [self.sentences[i] for i in indices], width
+        )
         return TaggingBatch(
             words=pad([self.word_ids[i] for i in indices], length=width),
-            chars=pad(char_rows, length=char_width),
-            char_lengths=torch.tensor([len(r) for r in char_rows]),
-            char_index=pad(index_rows, length=width),
+            chars=chars,
+            char_lengths=char_lengths,
+            char_index=char_index,
             mask=lengths_mask(lengths, width),
             lengths=lengths,
             indices=torch.tensor(indices),

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
 from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.batching import lengths_mask, pad
+from nlp_lstm.data.batching import WordChars, lengths_mask, pad
 from nlp_lstm.data.tables import (
     PTB_BRACKETS,
     LabelledTexts,
@@ -29,10 +29,10 @@ from nlp_lstm.data.tables import (
 )
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
-from nlp_lstm.errors import DataError
+from nlp_lstm.errors import ConfigError, DataError
 from nlp_lstm.export import PaddedRNN, export_config
 from nlp_lstm.files import read_lines
-from nlp_lstm.modules.embeddings import TokenEmbedder
+from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import ClassifierHead
 from nlp_lstm.modules.pooling import PoolingKind, masked_max, masked_mean
@@ -97,6 +97,10 @@ class SentimentModelConfig:
     pooling: PoolingKind = "attention"
     classifier_hidden: int = 0
     word_dropout: float = 0.0
+    char: CharEncoderKind = "none"  # cnn | lstm: char features beside the word vectors
+    char_dim: int = 30
+    char_hidden: int = 50
+    char_kernel: int = 3
 
 
 SCHEMAS = {"data": SentimentDataConfig, "model": SentimentModelConfig}  # conf/ holds what differs
@@ -105,27 +109,44 @@ METRICS = {"accuracy": "max", "macro_f1": "max"}
 
 @dataclass
 class TextBatch:
-    """Padded token ids with their labels (None when unlabelled)."""
+    """Padded token ids with their labels (None when unlabelled). With char features,
+    ``chars`` holds the batch's unique words (row 0: padding) and ``char_index`` points each
+    token at its row (see :class:`nlp_lstm.data.batching.WordChars`); else they are None."""
 
     words: Tensor  # (B, T)
     mask: Tensor  # (B, T)
     lengths: Tensor  # (B,) on the CPU
     indices: Tensor  # (B,)
     labels: Tensor | None = None  # (B,)
+    chars: Tensor | None = None  # (U, L)
+    char_lengths: Tensor | None = None  # (U,) on the CPU
+    char_index: Tensor | None = None  # (B, T)
 
 
 class TextCollator:
     """Turns dataset positions into a :class:`TextBatch`."""
 
-    def __init__(self, sentences: list[list[str]], labels: list[int] | None, words: Vocab) -> None:
+    def __init__(
+        self,
+        sentences: list[list[str]],
+        labels: list[int] | None,
+        words: Vocab,
+        chars: Vocab | None = None,
+    ) -> None:
+        self.sentences = sentences
         self.word_ids = [words.encode(s) for s in sentences]
         self.labels = labels
         self.lengths = [len(s) for s in sentences]
+        self.word_chars = WordChars(chars) if chars is not None else None
 
     def __call__(self, indices: list[int]) -> TextBatch:
         indices = sorted(indices, key=lambda i: -self.lengths[i])  # longest first: cheap packing
         lengths = torch.tensor([self.lengths[i] for i in indices])
         width = int(lengths.max())
+        chars = char_lengths = char_index = None
+        if self.word_chars is not None:
+            sentences = [self.sentences[i] for i in indices]
+            chars, char_lengths, char_index = self.word_chars(sentences, width)
         return TextBatch(
             words=pad([self.word_ids[i] for i in indices], length=width),
             mask=lengths_mask(lengths, width),
@@ -134,6 +155,9 @@ class TextCollator:
             labels=torch.tensor([self.labels[i] for i in indices])
             if self.labels is not None
             else None,
+            chars=chars,
+            char_lengths=char_lengths,
+            char_index=char_index,
         )
 
 
@@ -146,13 +170,18 @@ class AttentionClassifier(nn.Module):
         vectors: Tensor,
         embeddings: EmbeddingsConfig,
         num_classes: int,
+        num_chars: int = 0,
     ) -> None:
         super().__init__()
         self.embedder = TokenEmbedder(
             vectors,
             freeze=embeddings.freeze,
             lr_scale=embeddings.lr_scale,
-            char="none",
+            num_chars=num_chars,
+            char=config.char,
+            char_dim=config.char_dim,
+            char_hidden=config.char_hidden,
+            char_kernel=config.char_kernel,
             dropout=config.dropout,
             word_dropout=config.word_dropout,
         )
@@ -170,7 +199,8 @@ class AttentionClassifier(nn.Module):
 
     def scores(self, batch: TextBatch) -> tuple[Tensor, Tensor | None]:
         """Class scores ``(B, C)`` and attention weights ``(B, T)`` (None without attention)."""
-        out = self.encoder(self.embedder(batch.words), batch.lengths, batch.mask)
+        embedded = self.embedder(batch.words, batch.chars, batch.char_index, batch.char_lengths)
+        out = self.encoder(embedded, batch.lengths, batch.mask)
         return self.head(out.pooled), out.attention
 
     def forward(self, batch: TextBatch) -> tuple[Tensor, int]:
@@ -210,11 +240,16 @@ def make_score(num_classes: int):
 
 
 def text_split(
-    sentences: list[list[str]], labels: list[int] | None, words: Vocab, examples=None
+    sentences: list[list[str]],
+    labels: list[int] | None,
+    words: Vocab,
+    examples=None,
+    chars: Vocab | None = None,
 ) -> Split:
     """A split of tokenised sentences for the Trainer; its examples are the gold label ids,
-    or ``examples`` (for unlabelled text, whatever identifies each line)."""
-    collator = TextCollator(sentences, labels, words)
+    or ``examples`` (for unlabelled text, whatever identifies each line). ``chars``: the
+    char vocabulary of a model with char features."""
+    collator = TextCollator(sentences, labels, words, chars)
     return Split(examples if examples is not None else labels, collator.lengths, collator)
 
 
@@ -296,15 +331,23 @@ def setup(cfg: DictConfig, run_dir: Path | None):
         len(words),
     )
     log.info("embeddings %s: %s", emb_cfg.name, coverage.summary())
+    vocabs = {"words": words, "labels": labels}
+    chars = None
+    if model_cfg.char != "none":
+        chars = vocabs["chars"] = Vocab.from_counts(
+            Counter(c for s in train_texts.tokens for t in s for c in t)
+        )
 
     job = Job(
-        model=AttentionClassifier(model_cfg, vectors, emb_cfg, len(labels)),
-        train=text_split(train_texts.tokens, label_ids(train_texts, labels), words),
-        dev=text_split(dev_texts.tokens, label_ids(dev_texts, labels), words),
+        model=AttentionClassifier(
+            model_cfg, vectors, emb_cfg, len(labels), len(chars) if chars else 0
+        ),
+        train=text_split(train_texts.tokens, label_ids(train_texts, labels), words, chars=chars),
+        dev=text_split(dev_texts.tokens, label_ids(dev_texts, labels), words, chars=chars),
         predict=predict,
         score=make_score(len(labels)),
         monitor=monitor,
-        bundle=make_bundle(cfg, {"words": words, "labels": labels}),
+        bundle=make_bundle(cfg, vocabs),
     )
     return job, trainer
 
@@ -329,6 +372,7 @@ class LoadedClassifier:
     labels: Vocab
     data: SentimentDataConfig
     embeddings: EmbeddingsConfig
+    chars: Vocab | None = None  # with char features
 
     def split(self, sentences: list[list[str]], labels=None, examples=None) -> Split:
         """A split of new sentences; unseen words with a pretrained vector get it first."""
@@ -336,7 +380,7 @@ class LoadedClassifier:
             self.words = extend_with_pretrained(
                 self.words, self.model.embedder, sentences, self.embeddings
             )
-        return text_split(sentences, labels, self.words, examples)
+        return text_split(sentences, labels, self.words, examples, self.chars)
 
 
 def load_classifier(checkpoint) -> LoadedClassifier:
@@ -344,9 +388,17 @@ def load_classifier(checkpoint) -> LoadedClassifier:
     data, model_cfg, emb_cfg = saved_configs(checkpoint, SentimentDataConfig, SentimentModelConfig)
     words = Vocab.from_list(checkpoint.bundle.vocabs["words"])
     labels = Vocab.from_list(checkpoint.bundle.vocabs["labels"], specials=())
-    model = AttentionClassifier(model_cfg, word_placeholder(words, emb_cfg), emb_cfg, len(labels))
+    saved_chars = checkpoint.bundle.vocabs.get("chars")
+    chars = Vocab.from_list(saved_chars) if saved_chars is not None else None
+    model = AttentionClassifier(
+        model_cfg,
+        word_placeholder(words, emb_cfg),
+        emb_cfg,
+        len(labels),
+        len(chars) if chars is not None else 0,
+    )
     load_weights(model, checkpoint)
-    return LoadedClassifier(model, words, labels, data, emb_cfg)
+    return LoadedClassifier(model, words, labels, data, emb_cfg, chars)
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
@@ -437,6 +489,10 @@ def export_mode(cfg: DictConfig, run_dir: Path) -> None:
     vocabulary, labels and tokenisation."""
     export_config(cfg)  # a missing export.path fails before any work
     classifier = load_classifier(checkpoint_for(cfg, "sentiment"))
+    if classifier.chars is not None:
+        raise ConfigError(
+            "export of a sentiment model with char features (model.char) is not supported"
+        )
     sentences = [["a", "gripping", "film", "."], ["dull", "."]]
     example = (pad([classifier.words.encode(s) for s in sentences]), torch.tensor([4, 2]))
     metadata = {
