@@ -313,3 +313,50 @@ def test_cli_char_features_round_trip(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert [line.split("\t")[0] for line in result.stdout.strip().splitlines()] == ["1", "0"]
+
+
+@pytest.mark.parametrize(
+    ("char", "pooling"), [("cnn", "attention"), ("none", "max"), ("lstm", "last")]
+)
+def test_batches_padded_to_multiples_give_the_same_loss_gradients_and_classes(char, pooling):
+    # data.pad_multiple rounds batch shapes up (as for NER); padding changes nothing computed
+    from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
+    from nlp_lstm.data.vocab import Vocab
+    from nlp_lstm.tasks.sentiment import (
+        AttentionClassifier,
+        SentimentModelConfig,
+        predict,
+        text_split,
+    )
+
+    rows = toy_reviews(12, seed=4)
+    sentences = [text.split() for _, text in rows]
+    labels = [int(label) for label, _ in rows]
+    words = Vocab(sorted({w for s in sentences for w in s}))
+    chars = Vocab(sorted({c for s in sentences for w in s for c in w})) if char != "none" else None
+    torch.manual_seed(0)
+    config = SentimentModelConfig(
+        hidden_size=8, dropout=0.0, pooling=pooling, char=char, char_dim=4, char_hidden=4
+    )
+    model = AttentionClassifier(
+        config, random_rows(len(words), 6), EmbeddingsConfig(), 2, len(chars) if chars else 0
+    )
+    results = []
+    for multiple in (1, 8):
+        batch = text_split(sentences, labels, words, None, chars, multiple).collate(list(range(12)))
+        width = max(len(s) for s in sentences)
+        assert batch.words.shape[1] == (width if multiple == 1 else -(-width // 8) * 8)
+        model.zero_grad()
+        loss, count = model(batch)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((loss.detach(), count, grads, predict(model, batch)))
+    (loss1, n1, grads1, out1), (loss8, n8, grads8, out8) = results
+    assert n1 == n8 == 12 and [o.label for o in out1] == [o.label for o in out8]
+    torch.testing.assert_close(loss1, loss8)
+    for g1, g8 in zip(grads1, grads8, strict=True):
+        torch.testing.assert_close(g1, g8)
+    for o1, o8 in zip(out1, out8, strict=True):  # attention weights only over real tokens
+        torch.testing.assert_close(torch.tensor(o1.probabilities), torch.tensor(o8.probabilities))
+        if o1.attention is not None:
+            torch.testing.assert_close(torch.tensor(o1.attention), torch.tensor(o8.attention))

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 
 from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.errors import ConfigError
 
 MAX_WORD_CHARS = 30  # longer words are cut for the char encoders
 
@@ -141,6 +142,8 @@ class WordChars:
     """
 
     def __init__(self, chars: Vocab, pad_multiple: int = 1) -> None:
+        if pad_multiple < 1:
+            raise ConfigError(f"data.pad_multiple must be at least 1, not {pad_multiple}")
         self.chars = chars
         self.pad_multiple = pad_multiple
         self.row_multiple = 4 * pad_multiple if pad_multiple > 1 else 1

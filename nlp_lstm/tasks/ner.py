@@ -137,13 +137,11 @@ class TaggingCollator:
         chars: Vocab,
         pad_multiple: int = 1,
     ) -> None:
-        if pad_multiple < 1:
-            raise ConfigError(f"data.pad_multiple must be at least 1, not {pad_multiple}")
+        self.word_chars = WordChars(chars, pad_multiple)  # checks pad_multiple
         self.pad_multiple = pad_multiple
         self.sentences = sentences
         self.tag_ids = tag_ids
         self.words = words
-        self.word_chars = WordChars(chars, pad_multiple)
         self.word_ids = [words.encode(s) for s in sentences]
         self.lengths = [len(s) for s in sentences]
 

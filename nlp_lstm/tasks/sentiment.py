@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
 from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.batching import WordChars, lengths_mask, pad
+from nlp_lstm.data.batching import WordChars, lengths_mask, pad, round_up
 from nlp_lstm.data.tables import (
     PTB_BRACKETS,
     LabelledTexts,
@@ -84,6 +84,9 @@ class SentimentDataConfig:
     min_freq: int = 1
     extend_vocab: bool = True
     cache_dir: str | None = None
+    # batch shapes rounded up to multiples of this (sentence and, with char features, word
+    # length; unique words: 4x), as for NER: recurring shapes keep the heap whole; 1: exact
+    pad_multiple: int = 8
 
 
 @dataclass
@@ -124,7 +127,9 @@ class TextBatch:
 
 
 class TextCollator:
-    """Turns dataset positions into a :class:`TextBatch`."""
+    """Turns dataset positions into a :class:`TextBatch`. The sentence length of a batch
+    (and its char rows, see :class:`WordChars`) are padded up to a multiple of
+    ``pad_multiple`` (1: exact shapes)."""
 
     def __init__(
         self,
@@ -132,17 +137,21 @@ class TextCollator:
         labels: list[int] | None,
         words: Vocab,
         chars: Vocab | None = None,
+        pad_multiple: int = 1,
     ) -> None:
+        if pad_multiple < 1:
+            raise ConfigError(f"data.pad_multiple must be at least 1, not {pad_multiple}")
+        self.pad_multiple = pad_multiple
+        self.word_chars = WordChars(chars, pad_multiple) if chars is not None else None
         self.sentences = sentences
         self.word_ids = [words.encode(s) for s in sentences]
         self.labels = labels
         self.lengths = [len(s) for s in sentences]
-        self.word_chars = WordChars(chars) if chars is not None else None
 
     def __call__(self, indices: list[int]) -> TextBatch:
         indices = sorted(indices, key=lambda i: -self.lengths[i])  # longest first: cheap packing
         lengths = torch.tensor([self.lengths[i] for i in indices])
-        width = int(lengths.max())
+        width = round_up(int(lengths.max()), self.pad_multiple)
         chars = char_lengths = char_index = None
         if self.word_chars is not None:
             sentences = [self.sentences[i] for i in indices]
@@ -245,11 +254,13 @@ def text_split(
     words: Vocab,
     examples=None,
     chars: Vocab | None = None,
+    pad_multiple: int = 1,
 ) -> Split:
     """A split of tokenised sentences for the Trainer; its examples are the gold label ids,
     or ``examples`` (for unlabelled text, whatever identifies each line). ``chars``: the
-    char vocabulary of a model with char features."""
-    collator = TextCollator(sentences, labels, words, chars)
+    char vocabulary of a model with char features; ``pad_multiple``: see
+    :class:`TextCollator`."""
+    collator = TextCollator(sentences, labels, words, chars, pad_multiple)
     return Split(examples if examples is not None else labels, collator.lengths, collator)
 
 
@@ -342,8 +353,17 @@ def setup(cfg: DictConfig, run_dir: Path | None):
         model=AttentionClassifier(
             model_cfg, vectors, emb_cfg, len(labels), len(chars) if chars else 0
         ),
-        train=text_split(train_texts.tokens, label_ids(train_texts, labels), words, chars=chars),
-        dev=text_split(dev_texts.tokens, label_ids(dev_texts, labels), words, chars=chars),
+        train=text_split(
+            train_texts.tokens,
+            label_ids(train_texts, labels),
+            words,
+            None,
+            chars,
+            data.pad_multiple,
+        ),
+        dev=text_split(
+            dev_texts.tokens, label_ids(dev_texts, labels), words, None, chars, data.pad_multiple
+        ),
         predict=predict,
         score=make_score(len(labels)),
         monitor=monitor,
@@ -380,7 +400,9 @@ class LoadedClassifier:
             self.words = extend_with_pretrained(
                 self.words, self.model.embedder, sentences, self.embeddings
             )
-        return text_split(sentences, labels, self.words, examples, self.chars)
+        return text_split(
+            sentences, labels, self.words, examples, self.chars, self.data.pad_multiple
+        )
 
 
 def load_classifier(checkpoint) -> LoadedClassifier:
