@@ -23,8 +23,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from nlp_lstm.data.batching import MAX_WORD_CHARS, pad
+from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.files import atomic_write, atomic_write_text
+from nlp_lstm.modules.embeddings import CharCNN, CharLSTM, TokenEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +213,55 @@ class StepwiseBiLSTM(nn.Module):
 
 
 # ---------------------------------------------------------------------------- writing
+
+
+class EmbedderGraph(nn.Module):
+    """A :class:`TokenEmbedder` (in eval mode) over plain tensors: ``words (B, T)`` and,
+    for an embedder with char features, ``chars (B, T, L)`` (each token's char ids,
+    0-padded; see :func:`graph_inputs`) -> ``(B, T, D)``."""
+
+    def __init__(self, embedder: TokenEmbedder) -> None:
+        super().__init__()
+        self.words = embedder.words
+        self.has_chars = embedder.chars is not None
+        self.char_cnn = embedder.chars if isinstance(embedder.chars, CharCNN) else None
+        char_lstm = embedder.chars if isinstance(embedder.chars, CharLSTM) else None
+        self.char_embedding = char_lstm.embedding if char_lstm is not None else None
+        self.char_rnn = PaddedRNN(char_lstm.lstm) if char_lstm is not None else None
+
+    def forward(self, words: Tensor, chars: Tensor | None) -> Tensor:
+        parts = [self.words(words)]
+        if self.has_chars:
+            if chars is None:
+                raise ValueError("this model reads char features: pass chars (B, T, L)")
+            batch, steps = words.shape
+            flat = chars.reshape(batch * steps, chars.shape[2])
+            if self.char_cnn is not None:
+                parts.append(self.char_cnn(flat).reshape(batch, steps, -1))
+            if self.char_rnn is not None and self.char_embedding is not None:
+                char_lengths = (flat != 0).sum(1).clamp_min(1)
+                _, final = self.char_rnn(self.char_embedding(flat), char_lengths)
+                parts.append(final.reshape(batch, steps, -1))
+        return torch.cat(parts, dim=2)
+
+
+def graph_inputs(
+    sentences: list[list[str]], words: Vocab, chars: Vocab | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """What an exported graph reads for tokenised sentences (and what its JSON describes):
+    word ids ``(B, T)``, each token's char ids ``(B, T, L)`` (at most MAX_WORD_CHARS;
+    None without a char vocabulary) and lengths ``(B,)``."""
+    lengths = torch.tensor([len(s) for s in sentences])
+    width = int(lengths.max())
+    char_ids = None
+    if chars is not None:
+        char_width = max(min(len(t), MAX_WORD_CHARS) for s in sentences for t in s)
+        char_ids = torch.zeros(len(sentences), width, char_width, dtype=torch.long)
+        for row, sentence in enumerate(sentences):
+            for col, token in enumerate(sentence):
+                ids = chars.encode(token[:MAX_WORD_CHARS])
+                char_ids[row, col, : len(ids)] = torch.tensor(ids)
+    return pad([words.encode(s) for s in sentences], length=width), char_ids, lengths
 
 
 def export_config(cfg) -> ExportConfig:

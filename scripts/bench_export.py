@@ -63,6 +63,7 @@ def run_ner(ckpt: str, dev: str, variant: str, graph: Path | None, threads: int,
 
     from nlp_lstm.checkpoint import load_checkpoint
     from nlp_lstm.data.conll import read_conll, to_iob2
+    from nlp_lstm.export import graph_inputs
     from nlp_lstm.tasks import ner
     from nlp_lstm.train.metrics import entity_scores
 
@@ -85,7 +86,7 @@ def run_ner(ckpt: str, dev: str, variant: str, graph: Path | None, threads: int,
         run = runner(variant, graph, threads)
         with torch.inference_mode():
             for indices in batches_of(tokens, size):
-                inputs = ner.graph_inputs([tokens[i] for i in indices], tagger.words, tagger.chars)
+                inputs = graph_inputs([tokens[i] for i in indices], tagger.words, tagger.chars)
                 (tags,) = run(*inputs)
                 for row, i in enumerate(indices):
                     paths[i] = [int(t) for t in tags[row][: len(tokens[i])]]

@@ -9,7 +9,14 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
 from nlp_lstm.data.vocab import Vocab
-from nlp_lstm.export import ExportConfig, PaddedRNN, export_graph, metadata_path, reversal_index
+from nlp_lstm.export import (
+    ExportConfig,
+    PaddedRNN,
+    export_graph,
+    graph_inputs,
+    metadata_path,
+    reversal_index,
+)
 from nlp_lstm.tasks import ner, sentiment
 from tests.cli_helpers import run_main
 
@@ -83,10 +90,10 @@ def test_tagger_graph_scripted_and_onnx_give_the_eager_tags(tmp_path, char, crf)
 
     model, words, chars = toy_tagger(char, crf)
     expected = eager_tags(model, words, chars, SENTENCES)
-    inputs = ner.graph_inputs(SENTENCES, words, chars)
+    inputs = graph_inputs(SENTENCES, words, chars)
     graph = ner.TaggerGraph(model).eval()
     assert graph_tags(graph(*inputs), SENTENCES) == expected
-    example = ner.graph_inputs(SENTENCES[1:3], words, chars)  # other shapes than scored
+    example = graph_inputs(SENTENCES[1:3], words, chars)  # other shapes than scored
     axes = {"words": {0: "b", 1: "t"}, "chars": {0: "b", 1: "t", 2: "c"}, "lengths": {0: "b"}}
     for fmt in ("torchscript", "onnx"):
         path = tmp_path / f"tagger.{fmt}"
@@ -107,39 +114,46 @@ def test_tagger_graph_scripted_and_onnx_give_the_eager_tags(tmp_path, char, crf)
         assert meta["inputs"] == read and meta["format"] == fmt
 
 
-def test_classifier_graph_scripted_and_onnx_give_the_eager_probabilities(tmp_path):
+@pytest.mark.parametrize("char", ["none", "cnn", "lstm"])
+def test_classifier_graph_scripted_and_onnx_give_the_eager_probabilities(tmp_path, char):
     import onnxruntime
 
     torch.manual_seed(2)
     words = Vocab(sorted({t for s in SENTENCES for t in s}))
+    chars = Vocab(sorted({c for s in SENTENCES for t in s for c in t})) if char != "none" else None
+    config = sentiment.SentimentModelConfig(
+        hidden_size=6, num_layers=2, char=char, char_dim=4, char_hidden=5
+    )
     model = sentiment.AttentionClassifier(
-        sentiment.SentimentModelConfig(hidden_size=6, num_layers=2),
-        random_rows(len(words), 8), EmbeddingsConfig(), 3,
-    ).eval()  # fmt: skip
-    split = sentiment.text_split(SENTENCES, None, words)
+        config, random_rows(len(words), 8), EmbeddingsConfig(), 3, len(chars) if chars else 0
+    ).eval()
+    split = sentiment.text_split(SENTENCES, None, words, chars=chars, pad_multiple=8)
     batch = split.collate(list(range(len(SENTENCES))))
     with torch.no_grad():
         logits, attention = model.scores(batch)
     order = batch.indices.argsort()
-    probabilities, attention = torch.softmax(logits, -1)[order], attention[order]
-    inputs = (
-        torch.nn.utils.rnn.pad_sequence([torch.tensor(words.encode(s)) for s in SENTENCES], True),
-        torch.tensor([len(s) for s in SENTENCES]),
-    )
-    graph = sentiment.ClassifierGraph(model).eval()
+    steps = max(len(s) for s in SENTENCES)
+    probabilities, attention = torch.softmax(logits, -1)[order], attention[order][:, :steps]
+    word_ids, char_ids, lengths = graph_inputs(SENTENCES, words, chars)
+    inputs = (word_ids, lengths) if chars is None else (word_ids, lengths, char_ids)
+    example = tuple(graph_inputs(SENTENCES[:2], words, chars))  # other shapes than scored
+    example = example[::2] if chars is None else (example[0], example[2], example[1])
+    graph = sentiment.classifier_graph(model).eval()
     axes = {"words": {0: "b", 1: "t"}, "lengths": {0: "b"}}
+    if chars is not None:
+        axes["chars"] = {0: "b", 1: "t", 2: "c"}
     outputs = {"probabilities": {0: "b"}, "weights": {0: "b", 1: "t"}}
     for fmt in ("torchscript", "onnx"):
         path = tmp_path / f"classifier.{fmt}"
-        export_graph(graph, (inputs[0][:2], inputs[1][:2]), axes, outputs, {},
-                     ExportConfig(format=fmt, path=str(path)))  # fmt: skip
+        export_graph(graph, example, axes, outputs, {}, ExportConfig(format=fmt, path=str(path)))
         if fmt == "torchscript":
             got = torch.jit.load(str(path))(*inputs)
         else:
             session = onnxruntime.InferenceSession(str(path))
-            got = session.run(None, {"words": inputs[0].numpy(), "lengths": inputs[1].numpy()})
+            got = session.run(None, {n: t.numpy() for n, t in zip(axes, inputs, strict=True)})
         torch.testing.assert_close(torch.as_tensor(got[0]), probabilities, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(torch.as_tensor(got[1]), attention, atol=1e-5, rtol=1e-4)
+        assert json.loads(metadata_path(path).read_text())["inputs"] == list(axes)
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
@@ -152,7 +166,7 @@ def test_int8_dynamic_graphs_load_run_and_are_smaller(tmp_path, fmt):
     model.encoder.rnn = nn.LSTM(size, 96, batch_first=True, bidirectional=True)
     model.head.projection = nn.Linear(192, len(TAGS))
     graph = ner.TaggerGraph(model).eval()
-    inputs = ner.graph_inputs(SENTENCES, words, chars)
+    inputs = graph_inputs(SENTENCES, words, chars)
     axes = {"words": {0: "b", 1: "t"}, "chars": {0: "b", 1: "t", 2: "c"}, "lengths": {0: "b"}}
     sizes = {}
     for quantize in ("none", "dynamic"):

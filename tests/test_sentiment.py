@@ -313,6 +313,14 @@ def test_cli_char_features_round_trip(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert [line.split("\t")[0] for line in result.stdout.strip().splitlines()] == ["1", "0"]
+    out = tmp_path / "model.onnx"
+    result = run_cli(
+        "task=sentiment", "mode=export", f"ckpt={ckpt}", "export.format=onnx", f"export.path={out}",
+        f"hydra.run.dir={tmp_path / 'e'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = json.loads(out.with_name(out.name + ".json").read_text())
+    assert meta["inputs"] == ["words", "lengths", "chars"] and "z" in meta["chars"]
 
 
 @pytest.mark.parametrize(

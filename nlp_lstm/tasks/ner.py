@@ -32,9 +32,9 @@ from nlp_lstm.data.conll import (
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, DataError
-from nlp_lstm.export import PaddedRNN, export_config
+from nlp_lstm.export import EmbedderGraph, PaddedRNN, export_config, graph_inputs
 from nlp_lstm.modules.crf import CRF
-from nlp_lstm.modules.embeddings import CharCNN, CharEncoderKind, CharLSTM, TokenEmbedder
+from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import CRFImpl, TaggingHead
 from nlp_lstm.tasks.common import (
@@ -426,47 +426,19 @@ class TaggerGraph(nn.Module):
             raise ConfigError(
                 "export needs model.crf_impl=fast (pytorch-crf's CRF is not exported)"
             )
-        self.words = embedder.words
-        self.char_cnn = embedder.chars if isinstance(embedder.chars, CharCNN) else None
-        char_lstm = embedder.chars if isinstance(embedder.chars, CharLSTM) else None
-        self.char_embedding = char_lstm.embedding if char_lstm is not None else None
-        self.char_rnn = PaddedRNN(char_lstm.lstm) if char_lstm is not None else None
+        self.embed = EmbedderGraph(embedder)
         self.encoder = PaddedRNN(tagger.encoder.rnn)
         self.projection = head.projection
         self.crf = head.crf
 
     def forward(self, words: Tensor, chars: Tensor, lengths: Tensor) -> Tensor:
-        batch, steps = words.shape
-        parts = [self.words(words)]
-        flat = chars.reshape(batch * steps, chars.shape[2])
-        if self.char_cnn is not None:
-            parts.append(self.char_cnn(flat).reshape(batch, steps, -1))
-        if self.char_rnn is not None and self.char_embedding is not None:
-            char_lengths = (flat != 0).sum(1).clamp_min(1)
-            _, final = self.char_rnn(self.char_embedding(flat), char_lengths)
-            parts.append(final.reshape(batch, steps, -1))
-        states, _ = self.encoder(torch.cat(parts, dim=2), lengths)
+        steps = words.shape[1]
+        states, _ = self.encoder(self.embed(words, chars), lengths)
         emissions = self.projection(states)
         mask = torch.arange(steps, device=words.device).unsqueeze(0) < lengths.unsqueeze(1)
         if self.crf is not None:
             return self.crf.viterbi(emissions, mask)[0]
         return emissions.argmax(2).masked_fill(~mask, 0)
-
-
-def graph_inputs(
-    sentences: list[list[str]], words: Vocab, chars: Vocab
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The :class:`TaggerGraph` inputs for tokenised sentences (what the export's JSON
-    describes): word ids, per-token char ids (at most MAX_WORD_CHARS) and lengths."""
-    lengths = torch.tensor([len(s) for s in sentences])
-    width = int(lengths.max())
-    char_width = max(min(len(t), MAX_WORD_CHARS) for s in sentences for t in s)
-    char_ids = torch.zeros(len(sentences), width, char_width, dtype=torch.long)
-    for row, sentence in enumerate(sentences):
-        for col, token in enumerate(sentence):
-            ids = chars.encode(token[:MAX_WORD_CHARS])
-            char_ids[row, col, : len(ids)] = torch.tensor(ids)
-    return pad([words.encode(s) for s in sentences], length=width), char_ids, lengths
 
 
 def export_mode(cfg: DictConfig, run_dir: Path) -> None:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
 from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.batching import WordChars, lengths_mask, pad, round_up
+from nlp_lstm.data.batching import MAX_WORD_CHARS, WordChars, lengths_mask, pad, round_up
 from nlp_lstm.data.tables import (
     PTB_BRACKETS,
     LabelledTexts,
@@ -30,7 +30,7 @@ from nlp_lstm.data.tables import (
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, DataError
-from nlp_lstm.export import PaddedRNN, export_config
+from nlp_lstm.export import EmbedderGraph, PaddedRNN, export_config, graph_inputs
 from nlp_lstm.files import read_lines
 from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
@@ -479,19 +479,23 @@ class ClassifierGraph(nn.Module):
     """The classifier as one exportable graph over plain tensors: ``words (B, T)`` and
     ``lengths (B,)`` -> class probabilities ``(B, C)`` and pooling weights ``(B, T)``
     (uniform over real tokens for pooling other than attention). The same weights and
-    results as :class:`AttentionClassifier`."""
+    results as :class:`AttentionClassifier`; :func:`classifier_graph` picks this one or
+    :class:`CharClassifierGraph`."""
 
     def __init__(self, classifier: AttentionClassifier) -> None:
         super().__init__()
         encoder = classifier.encoder
-        self.words = classifier.embedder.words
+        self.embed = EmbedderGraph(classifier.embedder)
         self.rnn = PaddedRNN(encoder.rnn)
         self.pooling = encoder.pooling or "last"
         self.attention = encoder.attention
         self.head = classifier.head
 
     def forward(self, words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        states, final = self.rnn(self.words(words), lengths)
+        return self.classify(self.embed(words, None), words, lengths)
+
+    def classify(self, embedded: Tensor, words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        states, final = self.rnn(embedded, lengths)
         mask = torch.arange(words.shape[1], device=words.device).unsqueeze(0) < lengths.unsqueeze(1)
         weights = mask.float() / lengths.unsqueeze(1).float()
         if self.attention is not None:
@@ -505,18 +509,29 @@ class ClassifierGraph(nn.Module):
         return torch.softmax(self.head(pooled).float(), dim=-1), weights
 
 
+class CharClassifierGraph(ClassifierGraph):
+    """:class:`ClassifierGraph` of a model with char features: it reads ``chars (B, T, L)``
+    too, each token's char ids (see :func:`nlp_lstm.export.graph_inputs`)."""
+
+    def forward(self, words: Tensor, lengths: Tensor, chars: Tensor) -> tuple[Tensor, Tensor]:
+        return self.classify(self.embed(words, chars), words, lengths)
+
+
+def classifier_graph(classifier: AttentionClassifier) -> ClassifierGraph:
+    """The exportable graph of a classifier, with a ``chars`` input when it reads them."""
+    has_chars = classifier.embedder.chars is not None
+    return (CharClassifierGraph if has_chars else ClassifierGraph)(classifier)
+
+
 def export_mode(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=export ckpt=PATH export.format=torchscript|onnx export.path=FILE``: the
     classifier as one graph returning class probabilities, and FILE.json with its
     vocabulary, labels and tokenisation."""
     export_config(cfg)  # a missing export.path fails before any work
     classifier = load_classifier(checkpoint_for(cfg, "sentiment"))
-    if classifier.chars is not None:
-        raise ConfigError(
-            "export of a sentiment model with char features (model.char) is not supported"
-        )
     sentences = [["a", "gripping", "film", "."], ["dull", "."]]
-    example = (pad([classifier.words.encode(s) for s in sentences]), torch.tensor([4, 2]))
+    word_ids, char_ids, lengths = graph_inputs(sentences, classifier.words, classifier.chars)
+    example = (word_ids, lengths) if char_ids is None else (word_ids, lengths, char_ids)
     metadata = {
         "task": "sentiment",
         "words": classifier.words.itos,
@@ -528,9 +543,12 @@ def export_mode(cfg: DictConfig, run_dir: Path) -> None:
         "unk_id": 1,
     }
     inputs = {"words": {0: "batch", 1: "tokens"}, "lengths": {0: "batch"}}
+    if classifier.chars is not None:
+        metadata |= {"chars": classifier.chars.itos, "max_word_chars": MAX_WORD_CHARS}
+        inputs["chars"] = {0: "batch", 1: "tokens", 2: "chars"}
     outputs = {"probabilities": {0: "batch"}, "weights": {0: "batch", 1: "tokens"}}
     export_model(
-        cfg, run_dir, ClassifierGraph(classifier.model), example, inputs, outputs, metadata
+        cfg, run_dir, classifier_graph(classifier.model), example, inputs, outputs, metadata
     )
 
 
