@@ -59,3 +59,13 @@ def toy_conll(tmp_path: Path) -> dict[str, Path]:
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Vector caches go to a per-session temp folder, never to the user's home."""
     monkeypatch.setenv("NLP_LSTM_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def step_results(model, batch, predict) -> tuple:
+    """One forward and backward pass of a task model on a batch: its loss, example count,
+    parameter gradients and predictions (to compare the same model over two batchings)."""
+    model.zero_grad()
+    loss, count = model(batch)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    return loss.detach(), count, grads, predict(model, batch)

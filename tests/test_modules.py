@@ -155,7 +155,7 @@ def test_tagging_batches_padded_to_multiples_give_the_same_loss_gradients_and_ta
     from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
     from nlp_lstm.data.vocab import Vocab
     from nlp_lstm.tasks.ner import BiLSTMCRFTagger, NERModelConfig, predict, tagging_split
-    from tests.conftest import toy_ner_sentences
+    from tests.conftest import step_results, toy_ner_sentences
 
     sentences = toy_ner_sentences(12, seed=3)
     tokens = [[t for t, _ in s] for s in sentences]
@@ -181,11 +181,7 @@ def test_tagging_batches_padded_to_multiples_give_the_same_loss_gradients_and_ta
         else:
             assert batch.words.shape[1] % 8 == 0 and batch.chars.shape[1] % 8 == 0
             assert batch.chars.shape[0] % 32 == 0
-        model.zero_grad()
-        loss, count = model(batch)
-        loss.backward()
-        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-        results.append((loss.detach(), count, grads, predict(model, batch)))
+        results.append(step_results(model, batch, predict))
     (loss1, n1, grads1, tags1), (loss8, n8, grads8, tags8) = results
     assert n1 == n8 and tags1 == tags8
     torch.testing.assert_close(loss8, loss1)

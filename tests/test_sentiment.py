@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from nlp_lstm.data.tables import read_labelled, tokenize
+from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import DataError
 from tests.cli_helpers import last_json, run_cli
+from tests.conftest import step_results
 
 GOOD = ["great", "wonderful", "fun", "moving", "superb", "charming"]
 BAD = ["dull", "awful", "boring", "tedious", "bland", "messy"]
@@ -23,6 +25,16 @@ def toy_reviews(count, seed, labels=("0", "1")):
         words.insert(rng.randrange(len(words) + 1), rng.choice(GOOD if label else BAD))
         rows.append((labels[label], " ".join(words)))
     return rows
+
+
+def toy_vocabularies(rows, char="none"):
+    """Tokenised sentences, integer labels, word vocabulary and (with char features) char
+    vocabulary of labelled rows."""
+    sentences = [text.split() for _, text in rows]
+    labels = [int(label) for label, _ in rows]
+    words = Vocab(sorted({w for s in sentences for w in s}))
+    chars = Vocab(sorted({c for s in sentences for w in s for c in w})) if char != "none" else None
+    return sentences, labels, words, chars
 
 
 def write_tsv(path, rows):
@@ -92,7 +104,6 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
     from nlp_lstm.checkpoint import Bundle
     from nlp_lstm.contract import Job, Monitor
     from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
-    from nlp_lstm.data.vocab import Vocab
     from nlp_lstm.tasks.sentiment import (
         AttentionClassifier,
         SentimentModelConfig,
@@ -103,10 +114,7 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
     )
     from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
 
-    rows = toy_reviews(400, seed=0)
-    sentences = [text.split() for _, text in rows]
-    labels = [int(label) for label, _ in rows]
-    words = Vocab(sorted({w for s in sentences for w in s}))
+    sentences, labels, words, _ = toy_vocabularies(toy_reviews(400, seed=0))
     seed_everything(0)
     model = AttentionClassifier(
         SentimentModelConfig(hidden_size=16, dropout=0.1),
@@ -160,7 +168,6 @@ def test_char_features_read_words_never_seen_in_training(tmp_path, char):
     from nlp_lstm.checkpoint import Bundle
     from nlp_lstm.contract import Job, Monitor
     from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
-    from nlp_lstm.data.vocab import Vocab
     from nlp_lstm.tasks.sentiment import (
         AttentionClassifier,
         SentimentModelConfig,
@@ -173,9 +180,8 @@ def test_char_features_read_words_never_seen_in_training(tmp_path, char):
     stems = sorted(set(made_up_stems(120, seed=0)))
     train_rows = suffix_reviews(600, 1, stems[:60])
     dev_rows = suffix_reviews(200, 2, stems[60:])
-    sentences, dev_sentences = ([t.split() for _, t in r] for r in (train_rows, dev_rows))
-    words = Vocab(sorted({w for s in sentences for w in s}))
-    chars = Vocab(sorted({c for s in sentences for w in s for c in w})) if char != "none" else None
+    sentences, labels, words, chars = toy_vocabularies(train_rows, char)
+    dev_sentences, dev_labels, _, _ = toy_vocabularies(dev_rows)
     seed_everything(0)
     model = AttentionClassifier(
         SentimentModelConfig(hidden_size=16, dropout=0.1, char=char, char_hidden=16),
@@ -184,8 +190,8 @@ def test_char_features_read_words_never_seen_in_training(tmp_path, char):
         2,
         len(chars) if chars else 0,
     )
-    train = text_split(sentences, [int(label) for label, _ in train_rows], words, chars=chars)
-    dev = text_split(dev_sentences, [int(label) for label, _ in dev_rows], words, chars=chars)
+    train = text_split(sentences, labels, words, chars=chars)
+    dev = text_split(dev_sentences, dev_labels, words, chars=chars)
     batch = dev.collate(list(range(8)))
     if chars is None:
         assert batch.chars is None and batch.char_index is None
@@ -329,7 +335,6 @@ def test_cli_char_features_round_trip(tmp_path):
 def test_batches_padded_to_multiples_give_the_same_loss_gradients_and_classes(char, pooling):
     # data.pad_multiple rounds batch shapes up (as for NER); padding changes nothing computed
     from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
-    from nlp_lstm.data.vocab import Vocab
     from nlp_lstm.tasks.sentiment import (
         AttentionClassifier,
         SentimentModelConfig,
@@ -337,11 +342,7 @@ def test_batches_padded_to_multiples_give_the_same_loss_gradients_and_classes(ch
         text_split,
     )
 
-    rows = toy_reviews(12, seed=4)
-    sentences = [text.split() for _, text in rows]
-    labels = [int(label) for label, _ in rows]
-    words = Vocab(sorted({w for s in sentences for w in s}))
-    chars = Vocab(sorted({c for s in sentences for w in s for c in w})) if char != "none" else None
+    sentences, labels, words, chars = toy_vocabularies(toy_reviews(12, seed=4), char)
     torch.manual_seed(0)
     config = SentimentModelConfig(
         hidden_size=8, dropout=0.0, pooling=pooling, char=char, char_dim=4, char_hidden=4
@@ -354,11 +355,7 @@ def test_batches_padded_to_multiples_give_the_same_loss_gradients_and_classes(ch
         batch = text_split(sentences, labels, words, None, chars, multiple).collate(list(range(12)))
         width = max(len(s) for s in sentences)
         assert batch.words.shape[1] == (width if multiple == 1 else -(-width // 8) * 8)
-        model.zero_grad()
-        loss, count = model(batch)
-        loss.backward()
-        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
-        results.append((loss.detach(), count, grads, predict(model, batch)))
+        results.append(step_results(model, batch, predict))
     (loss1, n1, grads1, out1), (loss8, n8, grads8, out8) = results
     assert n1 == n8 == 12 and [o.label for o in out1] == [o.label for o in out8]
     torch.testing.assert_close(loss1, loss8)
