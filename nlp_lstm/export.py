@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from nlp_lstm.data.batching import MAX_WORD_CHARS, pad
+from nlp_lstm.data.batching import MAX_WORD_CHARS, WordChars, pad
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.files import atomic_write, atomic_write_text
@@ -255,11 +255,12 @@ def graph_inputs(
     width = int(lengths.max())
     char_ids = None
     if chars is not None:
+        encode = WordChars(chars).ids  # the same char ids as in training
         char_width = max(min(len(t), MAX_WORD_CHARS) for s in sentences for t in s)
         char_ids = torch.zeros(len(sentences), width, char_width, dtype=torch.long)
         for row, sentence in enumerate(sentences):
             for col, token in enumerate(sentence):
-                ids = chars.encode(token[:MAX_WORD_CHARS])
+                ids = encode(token)
                 char_ids[row, col, : len(ids)] = torch.tensor(ids)
     return pad([words.encode(s) for s in sentences], length=width), char_ids, lengths
 

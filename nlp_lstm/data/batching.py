@@ -123,6 +123,12 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def check_pad_multiple(multiple: int) -> None:
+    """``data.pad_multiple`` must be a positive integer (1: exact batch shapes)."""
+    if multiple < 1:
+        raise ConfigError(f"data.pad_multiple must be at least 1, not {multiple}")
+
+
 def pad(rows: Sequence[Sequence[int]], value: int = 0, length: int | None = None) -> Tensor:
     """Right-pad integer rows into a LongTensor ``(len(rows), length or longest)``."""
     width = length if length is not None else max((len(r) for r in rows), default=0)
@@ -142,8 +148,7 @@ class WordChars:
     """
 
     def __init__(self, chars: Vocab, pad_multiple: int = 1) -> None:
-        if pad_multiple < 1:
-            raise ConfigError(f"data.pad_multiple must be at least 1, not {pad_multiple}")
+        check_pad_multiple(pad_multiple)
         self.chars = chars
         self.pad_multiple = pad_multiple
         self.row_multiple = 4 * pad_multiple if pad_multiple > 1 else 1

@@ -18,7 +18,14 @@ from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
 from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.batching import MAX_WORD_CHARS, WordChars, lengths_mask, pad, round_up
+from nlp_lstm.data.batching import (
+    MAX_WORD_CHARS,
+    WordChars,
+    check_pad_multiple,
+    lengths_mask,
+    pad,
+    round_up,
+)
 from nlp_lstm.data.tables import (
     PTB_BRACKETS,
     LabelledTexts,
@@ -29,7 +36,7 @@ from nlp_lstm.data.tables import (
 )
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
-from nlp_lstm.errors import ConfigError, DataError
+from nlp_lstm.errors import DataError
 from nlp_lstm.export import EmbedderGraph, PaddedRNN, export_config, graph_inputs
 from nlp_lstm.files import read_lines
 from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
@@ -139,8 +146,7 @@ class TextCollator:
         chars: Vocab | None = None,
         pad_multiple: int = 1,
     ) -> None:
-        if pad_multiple < 1:
-            raise ConfigError(f"data.pad_multiple must be at least 1, not {pad_multiple}")
+        check_pad_multiple(pad_multiple)
         self.pad_multiple = pad_multiple
         self.word_chars = WordChars(chars, pad_multiple) if chars is not None else None
         self.sentences = sentences
@@ -492,11 +498,13 @@ class ClassifierGraph(nn.Module):
         self.head = classifier.head
 
     def forward(self, words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        return self.classify(self.embed(words, None), words, lengths)
+        return self.classify(self.embed(words, None), lengths)
 
-    def classify(self, embedded: Tensor, words: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def classify(self, embedded: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """Probabilities and pooling weights from embedded tokens ``(B, T, D)``."""
         states, final = self.rnn(embedded, lengths)
-        mask = torch.arange(words.shape[1], device=words.device).unsqueeze(0) < lengths.unsqueeze(1)
+        steps = embedded.shape[1]
+        mask = torch.arange(steps, device=embedded.device).unsqueeze(0) < lengths.unsqueeze(1)
         weights = mask.float() / lengths.unsqueeze(1).float()
         if self.attention is not None:
             pooled, weights = self.attention(states, mask)
@@ -514,7 +522,7 @@ class CharClassifierGraph(ClassifierGraph):
     too, each token's char ids (see :func:`nlp_lstm.export.graph_inputs`)."""
 
     def forward(self, words: Tensor, lengths: Tensor, chars: Tensor) -> tuple[Tensor, Tensor]:
-        return self.classify(self.embed(words, chars), words, lengths)
+        return self.classify(self.embed(words, chars), lengths)
 
 
 def classifier_graph(classifier: AttentionClassifier) -> ClassifierGraph:
