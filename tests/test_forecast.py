@@ -7,12 +7,22 @@ import torch
 
 from nlp_lstm.checkpoint import Bundle
 from nlp_lstm.contract import Job, Monitor
-from nlp_lstm.data.series import Scaler, Series, Windows, read_series, split_rows, window_count
+from nlp_lstm.data.series import (
+    Scaler,
+    Series,
+    WindowBatch,
+    Windows,
+    read_series,
+    split_rows,
+    window_count,
+)
 from nlp_lstm.errors import DataError
 from nlp_lstm.tasks.forecast import (
     ForecastDataConfig,
+    ForecastEnsemble,
     ForecastModelConfig,
     LSTMForecaster,
+    build_forecaster,
     fit_linear,
     make_score,
     predict,
@@ -129,6 +139,31 @@ def test_forecast_shape_and_the_future_cannot_leak(head, cell):
     torch.testing.assert_close(model.predict(inputs + 7.0), out + 7.0, atol=1e-4, rtol=1e-4)
 
 
+def test_ensemble_forecasts_its_members_mean_and_trains_every_member():
+    torch.manual_seed(0)
+    config = ForecastModelConfig(hidden_size=16, segment=4, dropout=0.0, members=3)
+    ensemble = build_forecaster(config, inputs=2, targets=2, look_back=12, horizon=8)
+    assert isinstance(ensemble, ForecastEnsemble) and len(ensemble.members) == 3
+    single = build_forecaster(ForecastModelConfig(hidden_size=16, segment=4), 2, 2, 12, 8)
+    assert isinstance(single, LSTMForecaster)  # members=1 keeps the plain model (checkpoints)
+    inputs, targets = torch.randn(5, 12, 2), torch.randn(5, 8, 2)
+    each = torch.stack([m.predict(inputs) for m in ensemble.members])
+    assert not torch.allclose(each[0], each[1])  # own initialisations
+    torch.testing.assert_close(ensemble.predict(inputs), each.mean(0))
+    # the mean's squared error is at most the members' mean squared error (convexity)
+    errors = ((each - targets) ** 2).mean(dim=(1, 2, 3))
+    assert ((each.mean(0) - targets) ** 2).mean() <= errors.mean()
+
+    batch = WindowBatch(inputs, targets, torch.arange(5))
+    loss, count = ensemble(batch)
+    member_losses = [m(batch)[0] for m in ensemble.members]
+    torch.testing.assert_close(loss, torch.stack(member_losses).mean())
+    assert count == 5 * 8 * 2
+    loss.backward()
+    for member in ensemble.members:
+        assert member.decoder.output.weight.grad.abs().sum() > 0
+
+
 def test_tiny_model_beats_repeating_the_last_value_on_sines(tmp_path):
     table = np.array(list(sines(700).values())).T
     scaler = Scaler.fit(table[:490])
@@ -172,10 +207,11 @@ def cli_args(path, *extra):
     ]
 
 
-def test_cli_train_test_predict_round_trip(tmp_path):
+@pytest.mark.parametrize("members", [1, 2])
+def test_cli_train_test_predict_round_trip(tmp_path, members):
     path = write_series(tmp_path / "load.csv", sines(400))
     run = tmp_path / "run"
-    trained = run_cli(*cli_args(path), f"hydra.run.dir={run}")
+    trained = run_cli(*cli_args(path, f"model.members={members}"), f"hydra.run.dir={run}")
     assert trained.returncode == 0, trained.stderr[-2000:]
     metrics = last_json(trained.stdout)
     assert {"mse", "mae", "mse_repeat", "mse_linear", "test_mse"} <= set(metrics)
@@ -260,3 +296,8 @@ def test_cli_bad_inputs_are_one_line_and_leave_no_checkpoint(tmp_path):
     assert done.returncode == 2
     message = done.stderr.strip().splitlines()[-1]
     assert str(short) in message and "shorter than look_back + horizon = 30" in message
+
+    good = write_series(tmp_path / "good.csv", sines(100))
+    done = run_cli(*cli_args(good, "model.members=0"), f"hydra.run.dir={tmp_path}/none")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: model.members must be at least 1, got 0"

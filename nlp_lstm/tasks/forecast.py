@@ -94,6 +94,7 @@ class ForecastModelConfig:
     revin_affine: bool = False
     loss: Literal["mse", "mae", "huber"] = "huber"  # chosen on validation MSE (README)
     huber_delta: float = 1.0
+    members: int = 1  # >1: that many forecasters trained side by side, forecasts averaged
 
 
 SCHEMAS = {"data": ForecastDataConfig, "model": ForecastModelConfig}  # conf/ holds what differs
@@ -245,7 +246,42 @@ class LSTMForecaster(nn.Module):
         return loss, predicted.numel()
 
 
-def predict(model: LSTMForecaster, batch: WindowBatch) -> list[Tensor]:
+class ForecastEnsemble(nn.Module):
+    """Several :class:`LSTMForecaster` s trained side by side on the same batches, each
+    from its own initialisation and on its own loss; the forecast is their mean. The
+    average of independently trained forecasters has a lower squared error than the
+    members have on average (it removes the part of the error in which they differ)."""
+
+    def __init__(self, members: list[LSTMForecaster]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def predict(self, inputs: Tensor) -> Tensor:
+        """The members' mean forecast ``(B, H, targets)``."""
+        return torch.stack([member.predict(inputs) for member in self.members]).mean(0)
+
+    def forward(self, batch: WindowBatch) -> tuple[Tensor, int]:
+        """The members' losses averaged (each summed over its values), and the count."""
+        losses = [member(batch) for member in self.members]
+        return sum(loss for loss, _ in losses) / len(losses), losses[0][1]
+
+
+Forecaster = LSTMForecaster | ForecastEnsemble
+
+
+def build_forecaster(
+    config: ForecastModelConfig, inputs: int, targets: int, look_back: int, horizon: int
+) -> Forecaster:
+    """One forecaster, or ``model.members`` of them as a :class:`ForecastEnsemble`."""
+    if config.members < 1:
+        raise ConfigError(f"model.members must be at least 1, got {config.members}")
+    members = [
+        LSTMForecaster(config, inputs, targets, look_back, horizon) for _ in range(config.members)
+    ]
+    return members[0] if len(members) == 1 else ForecastEnsemble(members)
+
+
+def predict(model: Forecaster, batch: WindowBatch) -> list[Tensor]:
     """The forecast ``(H, targets)`` of each window of the batch."""
     return list(model.predict(batch.inputs).float().cpu().unbind(0))
 
@@ -403,7 +439,7 @@ def setup(cfg: DictConfig, run_dir: Path | None):
     monitor = task_monitor(cfg, METRICS)
     prepared = read_prepared(data)
     targets = len(prepared.targets)
-    model = LSTMForecaster(
+    model = build_forecaster(
         model_cfg, targets + len(prepared.features), targets, data.look_back, data.horizon
     )
     job = Job(
@@ -487,7 +523,7 @@ def draw_forecasts(
 
 @dataclass
 class LoadedForecaster:
-    model: LSTMForecaster
+    model: Forecaster
     data: ForecastDataConfig
     targets: list[str]
     features: list[str]
@@ -503,7 +539,7 @@ def load_forecaster(checkpoint, cfg: DictConfig) -> LoadedForecaster:
     data.path = cfg.data.path
     model_cfg = to_dataclass(ForecastModelConfig, config["model"], "model")
     targets, features = extras["targets"], extras["features"]
-    model = LSTMForecaster(
+    model = build_forecaster(
         model_cfg, len(targets) + len(features), len(targets), data.look_back, data.horizon
     )
     load_weights(model, checkpoint)
