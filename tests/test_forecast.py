@@ -144,7 +144,9 @@ def test_ensemble_forecasts_its_members_mean_and_trains_every_member():
     config = ForecastModelConfig(hidden_size=16, segment=4, dropout=0.0, members=3)
     ensemble = build_forecaster(config, inputs=2, targets=2, look_back=12, horizon=8)
     assert isinstance(ensemble, ForecastEnsemble) and len(ensemble.members) == 3
-    single = build_forecaster(ForecastModelConfig(hidden_size=16, segment=4), 2, 2, 12, 8)
+    single = build_forecaster(
+        ForecastModelConfig(hidden_size=16, segment=4, members=1), 2, 2, 12, 8
+    )
     assert isinstance(single, LSTMForecaster)  # members=1 keeps the plain model (checkpoints)
     inputs, targets = torch.randn(5, 12, 2), torch.randn(5, 8, 2)
     each = torch.stack([m.predict(inputs) for m in ensemble.members])

@@ -2,7 +2,8 @@
 
 corpus (CSV series) -> train/validation/test rows (ETT-hourly protocol or 70/10/20) ->
 per-column scaler fitted on train rows -> stride-1 windows -> RevIN -> segment projection ->
-BiLSTMEncoder (LSTM or GRU, final state) -> linear head over the horizon -> MSE/MAE on the
+BiLSTMEncoder (LSTM or GRU, final state) -> linear head or SegRNN segment decoder over the
+horizon (``model.members`` such forecasters, their forecasts averaged) -> MSE/MAE on the
 scaled values, beside the repeat-last-value and least-squares linear baselines.
 """
 
@@ -94,7 +95,7 @@ class ForecastModelConfig:
     revin_affine: bool = False
     loss: Literal["mse", "mae", "huber"] = "huber"  # chosen on validation MSE (README)
     huber_delta: float = 1.0
-    members: int = 1  # >1: that many forecasters trained side by side, forecasts averaged
+    members: int = 3  # forecasters trained side by side, forecasts averaged (README)
 
 
 SCHEMAS = {"data": ForecastDataConfig, "model": ForecastModelConfig}  # conf/ holds what differs
