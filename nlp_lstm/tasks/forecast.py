@@ -249,9 +249,9 @@ class LSTMForecaster(nn.Module):
 
 class ForecastEnsemble(nn.Module):
     """Several :class:`LSTMForecaster` s trained side by side on the same batches, each
-    from its own initialisation and on its own loss; the forecast is their mean. The
-    average of independently trained forecasters has a lower squared error than the
-    members have on average (it removes the part of the error in which they differ)."""
+    from its own initialisation and on its own loss; the forecast is their mean. The mean
+    forecast's squared error is never above the members' average error, and is below it
+    by the part of the error in which the members differ (convexity)."""
 
     def __init__(self, members: list[LSTMForecaster]) -> None:
         super().__init__()
