@@ -223,6 +223,7 @@ class EmbedderGraph(nn.Module):
     def __init__(self, embedder: TokenEmbedder) -> None:
         super().__init__()
         self.words = embedder.words
+        self.static = embedder.static
         self.has_chars = embedder.chars is not None
         self.char_cnn = embedder.chars if isinstance(embedder.chars, CharCNN) else None
         char_lstm = embedder.chars if isinstance(embedder.chars, CharLSTM) else None
@@ -231,6 +232,8 @@ class EmbedderGraph(nn.Module):
 
     def forward(self, words: Tensor, chars: Tensor | None) -> Tensor:
         parts = [self.words(words)]
+        if self.static is not None:
+            parts.append(self.static(words))
         if self.has_chars:
             if chars is None:
                 raise ValueError("this model reads char features: pass chars (B, T, L)")

@@ -114,8 +114,10 @@ def test_tagger_graph_scripted_and_onnx_give_the_eager_tags(tmp_path, char, crf)
         assert meta["inputs"] == read and meta["format"] == fmt
 
 
-@pytest.mark.parametrize("char", ["none", "cnn", "lstm"])
-def test_classifier_graph_scripted_and_onnx_give_the_eager_probabilities(tmp_path, char):
+@pytest.mark.parametrize(
+    "char,static", [("none", False), ("cnn", False), ("lstm", False), ("cnn", True)]
+)
+def test_classifier_graph_scripted_and_onnx_give_the_eager_probabilities(tmp_path, char, static):
     import onnxruntime
 
     torch.manual_seed(2)
@@ -124,8 +126,9 @@ def test_classifier_graph_scripted_and_onnx_give_the_eager_probabilities(tmp_pat
     config = sentiment.SentimentModelConfig(
         hidden_size=6, num_layers=2, char=char, char_dim=4, char_hidden=5
     )
+    embeddings = EmbeddingsConfig(static_channel=static)
     model = sentiment.AttentionClassifier(
-        config, random_rows(len(words), 8), EmbeddingsConfig(), 3, len(chars) if chars else 0
+        config, random_rows(len(words), 8), embeddings, 3, len(chars) if chars else 0
     ).eval()
     split = sentiment.text_split(SENTENCES, None, words, chars=chars, pad_multiple=8)
     batch = split.collate(list(range(len(SENTENCES))))

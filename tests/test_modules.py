@@ -100,6 +100,35 @@ def test_token_embedder_joins_words_and_chars_with_gradients():
         embedder(words)
 
 
+def test_static_channel_keeps_the_pretrained_vectors_while_the_tuned_copy_moves():
+    vectors = torch.randn(12, 5)
+    embedder = TokenEmbedder(
+        vectors.clone(),
+        num_chars=10,
+        char="cnn",
+        char_dim=4,
+        char_hidden=3,
+        dropout=0.0,
+        static_channel=True,
+    )
+    assert embedder.output_size == 5 + 5 + 3
+    words = torch.tensor([[2, 3, 7]])
+    chars = torch.tensor([[0, 0], [3, 4], [5, 0], [6, 1]])
+    char_index = torch.tensor([[1, 2, 3]])
+    optimizer = torch.optim.SGD([p for p in embedder.parameters() if p.requires_grad], lr=1.0)
+    embedder(words, chars, char_index).pow(2).sum().backward()
+    optimizer.step()
+    out = embedder(words, chars, char_index)
+    torch.testing.assert_close(out[0, :, 5:10], vectors[[2, 3, 7]])  # [tuned | static | chars]
+    assert not torch.allclose(out[0, :, :5], vectors[[2, 3, 7]])
+    torch.testing.assert_close(out[0, :, :5], embedder.words.weight[[2, 3, 7]])
+    # words added after training get the same row in both channels
+    embedder.extend_vocab(torch.ones(2, 5))
+    grown = embedder(torch.tensor([[12, 13]]), chars, torch.tensor([[1, 2]]))
+    torch.testing.assert_close(grown[0, :, :10], torch.ones(2, 10))
+    assert not embedder.static.weight.requires_grad
+
+
 def test_word_dropout_only_in_training():
     embedder = TokenEmbedder(torch.randn(50, 3), char="none", dropout=0.0, word_dropout=0.5)
     words = torch.randint(2, 50, (4, 100))

@@ -42,6 +42,7 @@ class EmbeddingsConfig:
     dim: int = 50
     freeze: bool = False
     lr_scale: float = 1.0  # the word matrix trains at trainer.lr times this
+    static_channel: bool = False  # a frozen copy of the vectors beside the tuned ones (Kim 2014)
     cache_dir: str | None = "~/.cache/nlp_lstm"
 
 

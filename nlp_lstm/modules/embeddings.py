@@ -78,6 +78,9 @@ class TokenEmbedder(nn.Module):
         dropout: dropout on the joined embedding.
         word_dropout: during training, replace each word id by the unknown id with this
             probability, so the unknown row learns to stand for unseen words.
+        static_channel: also read a frozen copy of ``vectors`` beside the (tuned) word
+            matrix, as Kim (2014)'s multichannel CNN does: words the training data never
+            shows keep a representation in the space the tuned words came from.
     """
 
     def __init__(
@@ -93,16 +96,22 @@ class TokenEmbedder(nn.Module):
         word_dropout: float = 0.0,
         unk_id: int = 1,
         lr_scale: float = 1.0,
+        static_channel: bool = False,
     ) -> None:
         super().__init__()
         self.words = nn.Embedding.from_pretrained(vectors.float(), freeze=freeze, padding_idx=0)
         self.words.lr_scale = lr_scale
+        self.static = (
+            nn.Embedding.from_pretrained(vectors.float().clone(), freeze=True, padding_idx=0)
+            if static_channel
+            else None
+        )
         self.chars: nn.Module | None = None
         if char == "cnn" and num_chars:
             self.chars = CharCNN(num_chars, char_dim, char_hidden, char_kernel)
         elif char == "lstm" and num_chars:
             self.chars = CharLSTM(num_chars, char_dim, char_hidden)
-        self.output_size = vectors.shape[1] + (
+        self.output_size = vectors.shape[1] * (2 if static_channel else 1) + (
             self.chars.output_size if self.chars is not None else 0
         )
         self.dropout = nn.Dropout(dropout)
@@ -123,6 +132,8 @@ class TokenEmbedder(nn.Module):
             drop = (torch.rand(words.shape, device=words.device) < self.word_dropout) & (words != 0)
             words = words.masked_fill(drop, self.unk_id)
         parts = [self.words(words)]
+        if self.static is not None:
+            parts.append(self.static(words))
         if self.chars is not None:
             if chars is None or char_index is None:
                 raise ValueError("this embedder uses char features: pass chars and char_index")
@@ -140,3 +151,10 @@ class TokenEmbedder(nn.Module):
             grown, freeze=not weight.requires_grad, padding_idx=0
         )
         self.words.lr_scale = lr_scale
+        if self.static is not None:
+            static = self.static.weight.data
+            self.static = nn.Embedding.from_pretrained(
+                torch.cat([static, rows.to(static.device, static.dtype)], dim=0),
+                freeze=True,
+                padding_idx=0,
+            )

@@ -192,6 +192,7 @@ class AttentionClassifier(nn.Module):
             vectors,
             freeze=embeddings.freeze,
             lr_scale=embeddings.lr_scale,
+            static_channel=embeddings.static_channel,
             num_chars=num_chars,
             char=config.char,
             char_dim=config.char_dim,
