@@ -129,6 +129,26 @@ def test_static_channel_keeps_the_pretrained_vectors_while_the_tuned_copy_moves(
     assert not embedder.static.weight.requires_grad
 
 
+def test_static_swap_shows_pretrained_rows_in_the_tuned_channel_only_in_training():
+    embedder = TokenEmbedder(
+        torch.randn(50, 3), char="none", dropout=0.0, static_channel=True, static_swap=0.3
+    )
+    with torch.no_grad():
+        embedder.words.weight[1:] += 1.0  # the tuned rows moved away from the pretrained ones
+    words = torch.randint(1, 50, (4, 200))
+    torch.manual_seed(0)
+    out = embedder(words)
+    swapped = (out[..., :3] == out[..., 3:]).all(-1).float().mean()
+    assert 0.25 < swapped < 0.35
+    out.sum().backward()  # the unswapped words still train their tuned rows
+    assert embedder.words.weight.grad[1:].abs().sum(-1).gt(0).any()
+    embedder.eval()
+    out = embedder(words)
+    assert not (out[..., :3] == out[..., 3:]).all(-1).any()
+    with pytest.raises(ValueError, match="static_channel"):
+        TokenEmbedder(torch.randn(5, 3), char="none", static_swap=0.1)
+
+
 def test_word_dropout_only_in_training():
     embedder = TokenEmbedder(torch.randn(50, 3), char="none", dropout=0.0, word_dropout=0.5)
     words = torch.randint(2, 50, (4, 100))

@@ -43,6 +43,9 @@ class EmbeddingsConfig:
     freeze: bool = False
     lr_scale: float = 1.0  # the word matrix trains at trainer.lr times this
     static_channel: bool = False  # a frozen copy of the vectors beside the tuned ones (Kim 2014)
+    # in training, a word shows its pretrained row in the tuned channel too with this
+    # probability, as words training never saw do at test time (needs static_channel)
+    static_swap: float = 0.0
     cache_dir: str | None = "~/.cache/nlp_lstm"
 
 
@@ -269,6 +272,10 @@ def build_vocab_and_vectors(
     With ``config.cache_dir`` set, the result is cached under a key of the vector source
     and the candidate words, so later runs skip reading the vectors.
     """
+    if not 0.0 <= config.static_swap < 1.0:
+        raise ConfigError(f"embeddings.static_swap must be in [0, 1), got {config.static_swap}")
+    if config.static_swap and not config.static_channel:
+        raise ConfigError("embeddings.static_swap needs embeddings.static_channel=true")
     generator = torch.Generator().manual_seed(seed)
     if config.format == "none":
         vocab = Vocab.from_counts(train_counts, min_freq=min_freq)

@@ -81,6 +81,9 @@ class TokenEmbedder(nn.Module):
         static_channel: also read a frozen copy of ``vectors`` beside the (tuned) word
             matrix, as Kim (2014)'s multichannel CNN does: words the training data never
             shows keep a representation in the space the tuned words came from.
+        static_swap: during training, a word shows its pretrained row in the tuned channel
+            too with this probability: the state of every word training never saw, which
+            keeps its pretrained row in both channels (needs ``static_channel``).
     """
 
     def __init__(
@@ -97,8 +100,11 @@ class TokenEmbedder(nn.Module):
         unk_id: int = 1,
         lr_scale: float = 1.0,
         static_channel: bool = False,
+        static_swap: float = 0.0,
     ) -> None:
         super().__init__()
+        if static_swap and not static_channel:
+            raise ValueError("static_swap needs static_channel")
         self.words = nn.Embedding.from_pretrained(vectors.float(), freeze=freeze, padding_idx=0)
         self.words.lr_scale = lr_scale
         self.static = (
@@ -116,6 +122,7 @@ class TokenEmbedder(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.word_dropout = word_dropout
+        self.static_swap = static_swap
         self.unk_id = unk_id
 
     def forward(
@@ -134,6 +141,9 @@ class TokenEmbedder(nn.Module):
         parts = [self.words(words)]
         if self.static is not None:
             parts.append(self.static(words))
+            if self.training and self.static_swap > 0:
+                swap = torch.rand(words.shape + (1,), device=words.device) < self.static_swap
+                parts[0] = torch.where(swap, parts[1], parts[0])
         if self.chars is not None:
             if chars is None or char_index is None:
                 raise ValueError("this embedder uses char features: pass chars and char_index")

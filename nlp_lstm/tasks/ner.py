@@ -200,6 +200,7 @@ class BiLSTMCRFTagger(nn.Module):
             freeze=embeddings.freeze,
             lr_scale=embeddings.lr_scale,
             static_channel=embeddings.static_channel,
+            static_swap=embeddings.static_swap,
             num_chars=num_chars,
             char=config.char,
             char_dim=config.char_dim,
