@@ -172,7 +172,7 @@ CASES = [
     ("export without a path", lambda f: ["task=ner", "mode=export", f"ckpt={f['text.txt']}"], (None, None), "export.path"),
     ("export path a folder", lambda f: ["task=ner", "mode=export", f"ckpt={f['text.txt']}", f"export.path={f['dev'].parent}"], (None, None), "is a directory"),
     ("monitor of another task", lambda f: [*ner(f), "task.monitor=bpc"], (None, None), "task.monitor"),
-    ("static swap without the static channel", lambda f: [*sentiment(f), "embeddings.static_swap=0.2"], (None, None), "embeddings.static_channel=true"),
+    ("static swap without the static channel", lambda f: [*sentiment(f), "embeddings.static_channel=false", "embeddings.static_swap=0.2"], (None, None), "embeddings.static_channel=true"),
     ("static swap of 1", lambda f: [*sentiment(f), "embeddings.static_channel=true", "embeddings.static_swap=1"], (None, None), "embeddings.static_swap"),
     ("embeddings file without path", lambda f: [*ner(f), "embeddings=file"], (None, None), "embeddings.path"),
     ("embeddings file missing", lambda f: [*ner(f), "embeddings=file", "embeddings.path=/no/vectors.txt"], (None, None), "not found"),

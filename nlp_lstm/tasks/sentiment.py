@@ -102,12 +102,12 @@ class SentimentModelConfig:
 
     hidden_size: int = 300  # per direction; 300 beat 150 on phrase-level SST-2 (README)
     num_layers: int = 1
-    dropout: float = 0.5
+    dropout: float = 0.3  # 0.3 beat 0.5 on phrase-level SST-2 with the static swap (README)
     cell: CellKind = "lstm"
     pooling: PoolingKind = "attention"
     classifier_hidden: int = 0
     word_dropout: float = 0.0
-    char: CharEncoderKind = "none"  # cnn | lstm: char features beside the word vectors
+    char: CharEncoderKind = "cnn"  # cnn | lstm | none: char features beside the word vectors
     char_dim: int = 30
     char_hidden: int = 50
     char_kernel: int = 3
