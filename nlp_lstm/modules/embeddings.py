@@ -151,20 +151,19 @@ class TokenEmbedder(nn.Module):
         return self.dropout(torch.cat(parts, dim=-1))
 
     def extend_vocab(self, rows: Tensor) -> None:
-        """Append word rows (for words added to the vocabulary after training)."""
+        """Append word rows (for words added to the vocabulary after training); with a
+        static channel, the same rows go to both channels."""
         if rows.numel() == 0:
             return
-        weight = self.words.weight
-        grown = torch.cat([weight.data, rows.to(weight.device, weight.dtype)], dim=0)
         lr_scale = self.words.lr_scale
-        self.words = nn.Embedding.from_pretrained(
-            grown, freeze=not weight.requires_grad, padding_idx=0
-        )
+        self.words = _with_rows(self.words, rows)
         self.words.lr_scale = lr_scale
         if self.static is not None:
-            static = self.static.weight.data
-            self.static = nn.Embedding.from_pretrained(
-                torch.cat([static, rows.to(static.device, static.dtype)], dim=0),
-                freeze=True,
-                padding_idx=0,
-            )
+            self.static = _with_rows(self.static, rows)
+
+
+def _with_rows(embedding: nn.Embedding, rows: Tensor) -> nn.Embedding:
+    """A copy of ``embedding`` with ``rows`` appended, frozen or trainable as it was."""
+    weight = embedding.weight
+    grown = torch.cat([weight.data, rows.to(weight.device, weight.dtype)], dim=0)
+    return nn.Embedding.from_pretrained(grown, freeze=not weight.requires_grad, padding_idx=0)
