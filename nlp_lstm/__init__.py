@@ -1,13 +1,20 @@
 """nlp_lstm: LSTM models for NER, sentiment, character language modelling, forecasting and
 translation.
 
+A trained model is one call away (the task is read from the checkpoint)::
+
+    import nlp_lstm
+    tagger = nlp_lstm.load("runs/ner/<run>/checkpoints/best.pt")
+    tagger("Peter Blackburn visited Berlin.")   # entities with offsets and probabilities
+
 The building blocks are importable on their own::
 
     from nlp_lstm import BiLSTMEncoder, CRF, TokenEmbedder, Vocab, Trainer, Job, Split
 """
 
+from nlp_lstm.api import load
 from nlp_lstm.checkpoint import Bundle, load_checkpoint
-from nlp_lstm.contract import Job, Monitor, Split
+from nlp_lstm.contract import Job, Monitor, Predictor, Split
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors, load_keyed_vectors
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.modules.crf import CRF
@@ -31,6 +38,7 @@ __all__ = [
     "EncoderOutput",
     "Job",
     "Monitor",
+    "Predictor",
     "RevIN",
     "SegmentProjection",
     "Split",
@@ -41,6 +49,7 @@ __all__ = [
     "Vocab",
     "build_vocab_and_vectors",
     "filter_logits",
+    "load",
     "load_checkpoint",
     "load_keyed_vectors",
     "sample_next",

@@ -184,7 +184,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
 # ---------------------------------------------------------------------------- quick predict
 
 QUICK_TASKS = ("ner", "sentiment")  # predict reads nothing but the checkpoint's sections
-QUICK_KEYS = ("task", "mode", "ckpt", "input", "output", "input_format")
+QUICK_KEYS = ("task", "mode", "ckpt", "input", "output", "input_format", "output_format")
 QUICK_TRAINER_KEYS = ("device", "precision", "eval_batch_size", "num_threads", "progress_bar")
 
 
@@ -228,6 +228,7 @@ def quick_predict_config(argv: list[str]) -> DictConfig | None:
         "input": None,
         "output": None,
         "input_format": "text",
+        "output_format": "text",
     }
     given = [f"{k}={v}" for k, v in values.items() if k != "task"]
     return OmegaConf.merge(OmegaConf.create(base), OmegaConf.from_dotlist(given))

@@ -23,9 +23,17 @@ differs). For training it builds a :class:`Job`:
 - ``bundle``: what the checkpoint carries to rebuild the model without the training data
   (:class:`nlp_lstm.checkpoint.Bundle`: configs and any number of vocabularies).
 
-``mode=test`` and ``mode=predict`` reuse the same pieces: the task rebuilds its model from a
-checkpoint's bundle, makes a :class:`Split` of the new data, and calls
-``Trainer.evaluate`` (test) or ``Trainer.predict`` (predict).
+Using a trained model is the other half. A task's ``load(checkpoint, device) ->
+Predictor`` rebuilds its model from a checkpoint's bundle alone (no training data); a
+:class:`Predictor` takes a list of inputs (raw text, prompts, tables) and returns one
+typed, frozen result per input, in input order, batching by length internally under
+``torch.inference_mode``. ``nlp_lstm.load(path)`` picks the task from the checkpoint.
+``mode=predict`` writes what the predictor returns, ``mode=export`` exports the
+predictor's model, and ``mode=test`` scores the predictor's model on a labelled split
+through ``Trainer.evaluate`` (sharded under torchrun). Which settings come from where is
+one rule, :func:`nlp_lstm.tasks.common.run_settings`: the checkpoint decides the model and
+how it reads its input; the command line decides which files to read and write and how to
+run.
 
 A batch is a dataclass with an ``indices`` field (LongTensor of the positions it holds).
 The Trainer moves its tensors to the device, except fields whose names end in ``lengths``
@@ -34,10 +42,13 @@ The Trainer moves its tensors to the device, except fields whose names end in ``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+import torch
 from torch import nn
 
 from nlp_lstm.checkpoint import Bundle
@@ -113,3 +124,98 @@ def choose_monitor(name: str, metrics: dict[str, Literal["max", "min"]], task: s
             f"task.monitor={name!r} is not a metric of task {task} (choose from {', '.join(metrics)})"
         )
     return Monitor(name, metrics[name])
+
+
+class Predictor:
+    """A trained model ready to use: ``predict(inputs)`` returns one result per input, in
+    input order; calling the predictor takes one input (one result) or a list (a list).
+
+    It knows its ``task``, the ``config`` it was trained with and its vocabularies
+    (``bundle``). Calls are serialised by a lock, so one predictor may be shared by
+    several threads and gives what sequential calls give; torch's own threads
+    (``torch.set_num_threads``) parallelise each call. Each task's subclass names its
+    input and result types and adds its own methods (``translate``, ``generate``, ...).
+    """
+
+    task: ClassVar[str] = ""
+    input_kind: ClassVar[str] = "a str"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        bundle: Bundle,
+        device: torch.device,
+        batch_size: int = 64,
+        precision: str = "32",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.model = model.to(device).eval()
+        self.bundle = bundle
+        self.device = device
+        self.batch_size = batch_size
+        self.amp_dtype = {"32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        self.lock = threading.RLock()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config sections the model was trained with."""
+        return self.bundle.config
+
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.model.parameters())
+        return f"{type(self).__name__}(task={self.task!r}, parameters={params:,}, device={self.device})"
+
+    def __call__(self, inputs: Any, **options: Any) -> Any:
+        """One input -> its result; a list (or tuple) of inputs -> a list of results."""
+        if self.is_single(inputs):
+            return self.predict([inputs], **options)[0]
+        return self.predict(inputs, **options)
+
+    def is_single(self, inputs: Any) -> bool:
+        """Whether ``inputs`` is one input rather than a list of them."""
+        return isinstance(inputs, str)
+
+    def predict(self, inputs: Sequence[Any], **options: Any) -> list[Any]:
+        """One result per input, in order (an empty list gives an empty list)."""
+        if inputs is None or isinstance(inputs, (str, bytes)) or not hasattr(inputs, "__len__"):
+            raise TypeError(
+                f"{type(self).__name__}.predict takes a list of inputs ({self.input_kind} "
+                f"each), not {type(inputs).__name__}"
+            )
+        inputs = list(inputs)
+        for position, item in enumerate(inputs):
+            self.check_input(item, position)
+        if not inputs:
+            return []
+        with self.lock:
+            return self.run(inputs, **options)
+
+    def check_input(self, item: Any, position: int) -> None:
+        """Raise a TypeError/ValueError naming the input at ``position`` if it is unusable."""
+        if not isinstance(item, str):
+            raise TypeError(
+                f"input {position}: expected {self.input_kind}, got {type(item).__name__}"
+            )
+
+    def run(self, inputs: list[Any], **options: Any) -> list[Any]:
+        """The task's work on checked inputs, under the lock."""
+        raise NotImplementedError
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """``torch.inference_mode`` and autocast at the predictor's precision."""
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else nullcontext()
+        )
+        with torch.inference_mode(), autocast:
+            yield
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Positions ``0..len(lengths)-1`` in batches of at most ``batch_size``, longest first,
+    so that each batch pads little."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

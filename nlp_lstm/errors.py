@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 
-class UserError(Exception):
-    """An error caused by the user's input or configuration, not by a bug."""
+class UserError(ValueError):
+    """An error caused by the user's input or configuration, not by a bug (a ValueError)."""
 
 
 class ConfigError(UserError):

@@ -15,6 +15,7 @@ is the share of sentences whose output (tag sequence, class) equals the eager on
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -67,7 +68,7 @@ def run_ner(ckpt: str, dev: str, variant: str, graph: Path | None, threads: int,
     from nlp_lstm.tasks import ner
     from nlp_lstm.train.metrics import entity_scores
 
-    tagger = ner.load_tagger(load_checkpoint(ckpt, "ner"))
+    tagger = ner.load(load_checkpoint(ckpt, "ner"), "cpu")
     tagger.model.eval()
     sentences = ner._with_iob2_tags(read_conll(Path(dev), what="dev file"))
     tokens = [s.tokens for s in sentences]
@@ -104,10 +105,9 @@ def run_sentiment(ckpt: str, dev: str, variant: str, graph: Path | None, threads
     from nlp_lstm.data.batching import pad
     from nlp_lstm.tasks import sentiment
 
-    classifier = sentiment.load_classifier(load_checkpoint(ckpt, "sentiment"))
+    classifier = sentiment.load(load_checkpoint(ckpt, "sentiment"), "cpu")
     classifier.model.eval()
-    data = classifier.data
-    data.dev = dev
+    data = dataclasses.replace(classifier.data, dev=dev)
     texts = sentiment.read_split(data, "dev")
     labels = sentiment.label_ids(texts, classifier.labels)
     tokens = texts.tokens

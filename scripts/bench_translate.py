@@ -113,7 +113,7 @@ def main() -> None:
 
         # decoding: a trained checkpoint when given, else the last model timed above
         if args.ckpt:
-            loaded = translate.load_translator(load_checkpoint(args.ckpt, "translate"))
+            loaded = translate.load(load_checkpoint(args.ckpt, "translate"), "cpu")
             model, source_tok, target_tok = (
                 loaded.model,
                 loaded.source_tokenizer,

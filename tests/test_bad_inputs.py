@@ -262,8 +262,8 @@ def test_byte_order_marks_inside_files_are_not_data(files, tmp_path):
 
 def test_limited_evaluation_reports_what_it_scored(files, tmp_path):
     """``trainer.limit_eval_batches`` shortens scoring only with the figure saying so (its
-    supports count the scored sentences' entities), and predict writes the sentences it
-    tagged instead of crashing."""
+    supports count the scored sentences' entities); it cuts evaluation only: predict still
+    writes every sentence."""
     args = ["task=ner", f"ckpt={files['ckpt']}", "trainer.eval_batch_size=4"]
 
     def support(*extra: str) -> int:
@@ -278,4 +278,4 @@ def test_limited_evaluation_reports_what_it_scored(files, tmp_path):
         "input_format=conll",
     )  # fmt: skip
     assert code == 0, stderr[-2000:]
-    assert stdout.strip("\n").count("\n\n") == 3  # four sentences, a blank line between
+    assert stdout.strip("\n").count("\n\n") == 9  # all ten sentences, a blank line between

@@ -132,11 +132,10 @@ def check_pad_multiple(multiple: int) -> None:
 def pad(rows: Sequence[Sequence[int]], value: int = 0, length: int | None = None) -> Tensor:
     """Right-pad integer rows into a LongTensor ``(len(rows), length or longest)``."""
     width = length if length is not None else max((len(r) for r in rows), default=0)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            out[i, : len(row)] = torch.as_tensor(row[:width], dtype=torch.long)
-    return out
+    if not rows or not width:
+        return torch.full((len(rows), width), value, dtype=torch.long)
+    padded = [[*row[:width], *[value] * (width - len(row))] for row in rows]
+    return torch.tensor(padded, dtype=torch.long)
 
 
 class WordChars:

@@ -113,6 +113,52 @@ def read_series(path: str | Path, time_column: str | None = "date") -> Series:
     )
 
 
+def series_from_table(table, time_column: str | None = "date", name: str = "table") -> Series:
+    """A :class:`Series` from a pandas DataFrame or a dict of equal-length columns, checked
+    as :func:`read_series` checks a file (numbers finite, times increasing). A DataFrame
+    without the time column may carry the times in a DatetimeIndex."""
+    times = None
+    if hasattr(table, "columns") and hasattr(table, "index"):  # a pandas DataFrame
+        columns = {str(c): list(table[c]) for c in table.columns}
+        if time_column is not None and time_column not in columns:
+            index = list(table.index)
+            if index and all(isinstance(t, datetime) for t in index):
+                columns[time_column] = index
+    elif isinstance(table, dict):
+        columns = {str(k): list(v) for k, v in table.items()}
+    else:
+        raise TypeError(
+            f"expected a CSV path, a DataFrame or a dict of columns, not {type(table).__name__}"
+        )
+    sizes = {len(v) for v in columns.values()}
+    if len(sizes) > 1:
+        raise ValueError(f"{name}: columns of different lengths ({sorted(sizes)})")
+    if time_column is not None:
+        if time_column not in columns:
+            raise ValueError(f"{name}: no time column {time_column!r}")
+        times = []
+        for value in columns.pop(time_column):
+            stamp = value if isinstance(value, datetime) else None
+            if stamp is None:
+                try:
+                    stamp = datetime.fromisoformat(str(value))
+                except ValueError:
+                    raise ValueError(f"{name}: time {quote(str(value))} is not an ISO date or date-time") from None  # fmt: skip
+            if times and stamp <= times[-1]:
+                raise ValueError(f"{name}: time {stamp} does not come after {times[-1]}")
+            times.append(stamp.to_pydatetime() if hasattr(stamp, "to_pydatetime") else stamp)
+    if not columns or not sizes or not next(iter(sizes)):
+        raise ValueError(f"{name}: no value columns or no rows")
+    try:
+        values = np.asarray(list(columns.values()), dtype=np.float64).T
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: every value column must hold numbers") from None
+    if not np.isfinite(values).all():
+        column = list(columns)[int(np.argwhere(~np.isfinite(values))[0][1])]
+        raise ValueError(f"{name}: column {column!r} holds a value that is not finite")
+    return Series(name, list(columns), values, times)
+
+
 def split_kind(kind: SplitKind, path: str | Path) -> Literal["ett_hourly", "ratio"]:
     """``auto``: the ETT-hourly protocol for ETTh* files, the 70/10/20 ratio otherwise."""
     if kind != "auto":

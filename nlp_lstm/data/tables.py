@@ -20,6 +20,7 @@ from nlp_lstm.files import read_lines
 
 Tokenizer = Literal["whitespace", "words"]
 WORDS = re.compile(r"\w+(?:[-']\w+)*|[^\w\s]")
+NON_SPACE = re.compile(r"\S+")
 
 
 @dataclass
@@ -43,10 +44,20 @@ def tokenize(text: str, tokenizer: Tokenizer, lowercase: bool) -> list[str]:
     """``whitespace``: split on spaces (pre-tokenised corpora such as SST); ``words``: words
     and single punctuation marks. PTB bracket tokens (``-lrb-`` ..., any case) become the
     brackets they stand for, here and only here, for training, test and predict alike."""
-    if lowercase:
-        text = text.lower()
-    tokens = text.split() if tokenizer == "whitespace" else WORDS.findall(text)
-    return [PTB_BRACKETS.get(t.lower(), t) if t[0] == "-" else t for t in tokens]
+    return [token for token, _, _ in tokenize_spans(text, tokenizer, lowercase)]
+
+
+def tokenize_spans(text: str, tokenizer: Tokenizer, lowercase: bool) -> list[tuple[str, int, int]]:
+    """:func:`tokenize`'s tokens with where each was cut from: ``(token, start, end)``,
+    ``text[start:end]`` being the token before lower-casing and bracket mapping."""
+    pattern = NON_SPACE if tokenizer == "whitespace" else WORDS
+    spans = []
+    for match in pattern.finditer(text):
+        token = match.group().lower() if lowercase else match.group()
+        if token[0] == "-":
+            token = PTB_BRACKETS.get(token.lower(), token)
+        spans.append((token, match.start(), match.end()))
+    return spans
 
 
 def _table_kind(path: Path) -> str:

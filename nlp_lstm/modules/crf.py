@@ -256,6 +256,18 @@ class CRF(nn.Module):
                 best, score = self._viterbi_fp32(emissions, mask)
         return (best.transpose(0, 1) if self.batch_first else best), score
 
+    @torch.jit.unused
+    def marginals(self, emissions: Tensor, mask: Tensor | None = None) -> Tensor:
+        """P(y_t = k | emissions) for every position and tag, in ``emissions``' layout
+        (0 at padding); constraints apply. Forward-backward in float32, no gradient."""
+        self._validate(emissions, None, mask)
+        emissions, _, mask = self._time_first(emissions, None, mask)
+        emissions, mask = emissions.transpose(0, 1), mask.transpose(0, 1)
+        start, end, trans = self._potentials()
+        log_alpha, log_beta, log_z = forward_backward(emissions, mask, start, end, trans)
+        probs = tag_marginals(log_alpha, log_beta, log_z, mask)
+        return probs if self.batch_first else probs.transpose(0, 1)
+
     # ------------------------------------------------------------------ internals
 
     def _log_likelihood(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
@@ -449,3 +461,90 @@ def _viterbi_functional(
     paths = torch.stack(path, 0).flip(0).reshape(steps, -1)  # (T, B), rank known to ONNX
     active = torch.arange(steps, device=emissions.device).unsqueeze(1) <= last.unsqueeze(0)
     return paths.masked_fill(~active, 0), path_score
+
+
+# ---------------------------------------------------------------------------- marginals
+
+
+def forward_backward(
+    emissions: Tensor, mask: Tensor, start: Tensor, end: Tensor, trans: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Log forward and backward scores of a linear-chain CRF, batch first.
+
+    ``emissions`` (B, T, K), ``mask`` (B, T) with its first column on; ``start``, ``end``
+    (K,) and ``trans`` (K, K, from -> to) may hold -inf for forbidden moves. Returns
+    ``log_alpha`` (B, T, K): the log-sum of the scores of every path prefix ending in tag k
+    at t (emission included); ``log_beta`` (B, T, K): of every path suffix after t given
+    tag k at t (the end transition included, t's emission not); and ``log_z`` (B,). Values
+    past a sequence's end are meaningless. Inference only (no autograd graph is kept)."""
+    with torch.no_grad(), torch.autocast(emissions.device.type, enabled=False):
+        emissions = emissions.float()
+        start, end, trans = start.float(), end.float(), trans.float()
+        batch, steps, tags = emissions.shape
+        last = mask.long().sum(1) - 1
+        alphas = [start + emissions[:, 0]]
+        for t in range(1, steps):
+            alphas.append(torch.logsumexp(alphas[-1].unsqueeze(2) + trans, 1) + emissions[:, t])
+        log_alpha = torch.stack(alphas, 1)
+        betas = [end.expand(batch, tags)]
+        for t in range(steps - 2, -1, -1):
+            following = (emissions[:, t + 1] + betas[-1]).unsqueeze(1)  # (B, 1, K to)
+            step = torch.logsumexp(trans + following, 2)
+            betas.append(torch.where((t >= last).unsqueeze(1), end, step))
+        log_beta = torch.stack(betas[::-1], 1)
+        final = log_alpha.gather(1, last.view(batch, 1, 1).expand(batch, 1, tags)).squeeze(1)
+        return log_alpha, log_beta, torch.logsumexp(final + end, 1)
+
+
+def tag_marginals(log_alpha: Tensor, log_beta: Tensor, log_z: Tensor, mask: Tensor) -> Tensor:
+    """P(y_t = k) for every position and tag, ``(B, T, K)``; 0 at padding."""
+    probs = (log_alpha + log_beta - log_z.view(-1, 1, 1)).exp()
+    return probs.masked_fill(~mask.bool().unsqueeze(2), 0.0)
+
+
+def chunk_log_probs(
+    log_alpha: Tensor,
+    log_beta: Tensor,
+    log_z: Tensor,
+    emissions: Tensor,
+    trans: Tensor,
+    end: Tensor,
+    lengths: Tensor,
+    rows: Tensor,
+    first: Tensor,
+    last: Tensor,
+    opens: Tensor,
+    continues: Tensor,
+) -> Tensor:
+    """Log-probabilities of chunks (entities): for chunk i, the summed probability of every
+    tag path on which positions ``first[i]..last[i]`` of sequence ``rows[i]`` form exactly
+    one chunk, as ``to_iob2`` and conlleval chunk a path (any scheme, valid or not).
+
+    ``opens`` (E, K) marks the tags that begin a chunk of the chunk's type whatever comes
+    before (B-X, S-X); ``continues`` (E, K) those that extend one (I-X, E-X), which begin a
+    chunk where the tag before is not of the type. So a chunk [s, e] of type X is: at s an
+    opening tag, or a continuing tag after a tag of another type (or at the start); at
+    s+1..e continuing tags; at e+1 (if any) anything but a continuing tag. Inputs as
+    :func:`forward_backward` returns them; all chunks of a batch are scored together."""
+    with torch.no_grad(), torch.autocast(emissions.device.type, enabled=False):
+        emissions, trans, end = emissions.float(), trans.float(), end.float()
+        neg = torch.tensor(float("-inf"), device=emissions.device)
+        steps = emissions.shape[1]
+        member = opens | continues
+        alpha_first = log_alpha[rows, first]  # (E, K)
+        before = log_alpha[rows, (first - 1).clamp_min(0)].masked_fill(member, neg)
+        after_other = torch.logsumexp(before.unsqueeze(2) + trans, 1) + emissions[rows, first]
+        after_other = torch.where((first == 0).unsqueeze(1), alpha_first, after_other)
+        score = torch.where(opens, alpha_first, torch.where(continues, after_other, neg))
+        span = last - first
+        for offset in range(1, int(span.max()) + 1 if len(span) else 1):
+            at = (first + offset).clamp_max(steps - 1)
+            step = torch.logsumexp(score.unsqueeze(2) + trans, 1) + emissions[rows, at]
+            step = step.masked_fill(~continues, neg)
+            score = torch.where((offset <= span).unsqueeze(1), step, score)
+        following = (last + 1).clamp_max(steps - 1)
+        nexts = (emissions[rows, following] + log_beta[rows, following]).unsqueeze(1)
+        leave = torch.logsumexp((trans + nexts).masked_fill(continues.unsqueeze(1), neg), 2)
+        at_end = (last == lengths[rows] - 1).unsqueeze(1)
+        closing = torch.where(at_end, end.expand_as(leave), leave)
+        return torch.logsumexp(score + closing, 1) - log_z[rows]

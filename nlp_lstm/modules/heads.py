@@ -63,7 +63,23 @@ class TaggingHead(nn.Module):
 
     def decode(self, states: Tensor, mask: Tensor) -> Tensor:
         """Best tag ids ``(B, T)`` (0 at padding)."""
-        emissions = self(states)
+        return self.decode_emissions(self(states), mask)
+
+    def potentials(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The chain's ``start`` (K,), ``end`` (K,) and ``transitions`` (K, K) scores,
+        forbidden moves at -inf: a CRF's own, or zeros without one (tokens classified
+        independently are a chain with flat transitions: the same path probabilities)."""
+        crf = self.crf
+        if isinstance(crf, CRF):
+            return crf._potentials()
+        if crf is not None:  # pytorch-crf: same parameter names, no constraints
+            return crf.start_transitions, crf.end_transitions, crf.transitions
+        tags = self.projection.out_features
+        zeros = self.projection.weight.new_zeros(tags)
+        return zeros, zeros, self.projection.weight.new_zeros(tags, tags)
+
+    def decode_emissions(self, emissions: Tensor, mask: Tensor) -> Tensor:
+        """Best tag ids ``(B, T)`` of emission scores (0 at padding)."""
         if self.crf is None:
             return emissions.argmax(-1).masked_fill(~mask, 0)
         if isinstance(self.crf, CRF):

@@ -12,7 +12,6 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Split
+from nlp_lstm.contract import Job, Predictor, Split
 from nlp_lstm.data.text import IGNORE, CharBatch, CharStreams, CharWindows, split_text
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, DataError, UserError
@@ -28,20 +27,24 @@ from nlp_lstm.files import atomic_write_text, read_lines, read_text
 from nlp_lstm.modules.encoder import CellKind
 from nlp_lstm.modules.sampling import sample_next
 from nlp_lstm.tasks.common import (
+    check_output_format,
     checkpoint_for,
     fit,
     input_lines_path,
+    json_line,
     load_weights,
     make_bundle,
     make_trainer,
+    on_main,
     output_stream,
+    predictor_for_run,
     report,
     require_file,
+    run_settings,
     task_configs,
     task_monitor,
 )
-from nlp_lstm.train import distributed
-from nlp_lstm.train.trainer import Trainer
+from nlp_lstm.train.trainer import TrainerConfig, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +293,12 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     job, trainer = setup(cfg, run_dir)
     best = fit(job, trainer)
     report({k: best[k] for k in REPORTED}, run_dir / "metrics.json")
-    if not distributed.is_main():
-        return
     sample = _sample_config(cfg)
-    chars = Vocab.from_list(job.bundle.vocabs["chars"])
-    text = _continue(job.model, chars, _start(chars), sample, trainer)
-    atomic_write_text(run_dir / "sample.txt", text + "\n")
+    generator = Generator(job.model, job.bundle, trainer.device)
+    text = _start(generator.chars) + generator.generate(
+        "", **_sampling(sample, trainer.config.seed)
+    )
+    on_main(atomic_write_text, run_dir / "sample.txt", text + "\n")
     log.info("a %d-char sample of the best model is in %s", sample.length, run_dir / "sample.txt")
 
 
@@ -304,10 +307,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 
 def _sample_config(cfg: DictConfig) -> SampleConfig:
     sample = to_dataclass(SampleConfig, cfg.get("sample"), "sample")
-    if sample.length < 0 or sample.temperature < 0 or sample.top_k < 0:
-        raise ConfigError("sample.length, sample.temperature and sample.top_k must be >= 0")
-    if not 0.0 < sample.top_p <= 1.0:
-        raise ConfigError(f"sample.top_p must be in (0, 1], got {sample.top_p}")
+    check_sampling(sample.length, sample.temperature, sample.top_k, sample.top_p)
     return sample
 
 
@@ -317,69 +317,142 @@ def _start(chars: Vocab) -> str:
     return "\n" if "\n" in chars else chars.itos[2]
 
 
-def load_model(checkpoint) -> tuple[CharLanguageModel, Vocab, CharLMDataConfig]:
-    """Rebuild the language model of a checkpoint, its char vocabulary and data config."""
-    config = checkpoint.bundle.config
-    chars = Vocab.from_list(checkpoint.bundle.vocabs["chars"])
-    model = CharLanguageModel(to_dataclass(CharLMModelConfig, config["model"], "model"), len(chars))
+@dataclass(frozen=True)
+class Generation:
+    """A prompt and the text sampled to continue it (the prompt not repeated)."""
+
+    prompt: str
+    text: str
+
+
+class Generator(Predictor):
+    """The character language model's predictor: :meth:`generate` continues a prompt,
+    :meth:`stream` yields the continuation a character at a time as it is sampled, and
+    :meth:`score` gives a text's bits per character. ``generator(prompt)`` (or a list of
+    prompts) returns :class:`Generation` s with the sampling settings as keywords.
+
+    Sampling: ``temperature`` (0: greedy), ``top_k`` (0: off) and ``top_p`` (1: off) may
+    be combined; ``seed`` makes a sample repeatable (None: a fresh random seed). An empty
+    prompt starts where an unprompted sample does (a new line). A prompt character never
+    seen in training is a ValueError."""
+
+    task = "charlm"
+    input_kind = "a str (a prompt)"
+
+    def __init__(self, model: CharLanguageModel, bundle, device, batch_size=64, precision="32"):
+        super().__init__(model, bundle, device, batch_size, precision)
+        self.chars = Vocab.from_list(bundle.vocabs["chars"])
+
+    def check_input(self, item, position: int) -> None:
+        super().check_input(item, position)
+        unseen = sorted({c for c in item if c not in self.chars})
+        if unseen:
+            raise ValueError(
+                f"input {position}: prompt chars never seen in training: "
+                + ", ".join(map(repr, unseen))
+            )
+
+    def run(self, prompts: list[str], **sampling) -> list[Generation]:
+        return [Generation(p, "".join(self._stream(p, **sampling))) for p in prompts]
+
+    def generate(self, prompt: str, length: int = 500, temperature: float = 0.8,
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> str:  # fmt: skip
+        """``length`` characters continuing ``prompt``."""
+        return self(prompt, length=length, temperature=temperature, top_k=top_k,
+                    top_p=top_p, seed=seed).text  # fmt: skip
+
+    def stream(self, prompt: str, length: int = 500, temperature: float = 0.8,
+               top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:  # fmt: skip
+        """The characters continuing ``prompt``, yielded one at a time as each is sampled
+        (the same characters :meth:`generate` returns for the same seed)."""
+        self.check_input(prompt, 0)
+        steps = self._stream(prompt, length, temperature, top_k, top_p, seed)
+        while True:
+            with self.lock:  # one step at a time: other calls may run between characters
+                char = next(steps, None)
+            if char is None:
+                return
+            yield char
+
+    def _stream(self, prompt: str, length: int = 500, temperature: float = 0.8,
+                top_k: int = 0, top_p: float = 1.0, seed: int | None = None) -> Iterator[str]:  # fmt: skip
+        check_sampling(length, temperature, top_k, top_p)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed) if seed is not None else generator.seed()
+        ids = self.model.stream(self.chars.encode(prompt or _start(self.chars)), length,
+                                temperature, top_k, top_p, generator)  # fmt: skip
+        while True:
+            with self.inference():
+                char_id = next(ids, None)
+            if char_id is None:
+                return
+            yield self.chars.itos[char_id]
+
+    def score(self, text: str) -> float:
+        """Bits per character of ``text`` (every char after the first, read in one pass;
+        chars never seen in training count as unknown)."""
+        if not isinstance(text, str) or len(text) < 2:
+            raise ValueError("score needs a text of at least two characters")
+        ids = torch.tensor([self.chars.encode(text)], device=self.device)
+        with self.lock, self.inference():
+            logits, _ = self.model.logits(ids[:, :-1])
+            nats = F.cross_entropy(logits[0].float(), ids[0, 1:], reduction="sum")
+        return round(float(nats) / (len(text) - 1) / math.log(2), 6)
+
+
+def check_sampling(length: int, temperature: float, top_k: int, top_p: float) -> None:
+    """Sampling settings in range, or a ValueError naming the one that is not."""
+    if length < 0 or temperature < 0 or top_k < 0:
+        raise ConfigError("sample.length, sample.temperature and sample.top_k must be >= 0")
+    if not 0.0 < top_p <= 1.0:
+        raise ConfigError(f"sample.top_p must be in (0, 1], got {top_p}")
+
+
+def load(
+    checkpoint, device="auto", batch_size: int | None = None, precision: str = "32"
+) -> Generator:
+    """The :class:`Generator` of a checkpoint (no training data needed)."""
+    bundle = checkpoint.bundle
+    chars = Vocab.from_list(bundle.vocabs["chars"])
+    model = CharLanguageModel(
+        to_dataclass(CharLMModelConfig, bundle.config["model"], "model"), len(chars)
+    )
     load_weights(model, checkpoint)
-    return model, chars, to_dataclass(CharLMDataConfig, config["data"], "data")
+    return Generator(model, bundle, resolve_device(device), batch_size or 64, precision)
 
 
-def _continue(
-    model: CharLanguageModel,
-    chars: Vocab,
-    prompt: str,
-    sample: SampleConfig,
-    trainer: Trainer,
-    out: IO[str] | None = None,
-) -> str:
-    """The prompt followed by ``sample.length`` sampled chars; with ``out``, each char is
-    also written (and flushed) to it as soon as it is sampled."""
-    seed = sample.seed if sample.seed is not None else trainer.config.seed
-    generator = torch.Generator(device=trainer.device).manual_seed(seed)
-    text = [prompt]
-    if out is not None:
-        out.write(prompt)
-    with trainer.inference(model):
-        for char_id in model.stream(
-            chars.encode(prompt),
-            sample.length,
-            sample.temperature,
-            sample.top_k,
-            sample.top_p,
-            generator,
-        ):
-            char = chars.itos[char_id]
-            text.append(char)
-            if out is not None:
-                out.write(char)
-                out.flush()
-    return "".join(text)
+def _sampling(sample: SampleConfig, default_seed: int) -> dict:
+    """The keyword arguments of :meth:`Generator.generate` from the ``sample`` section."""
+    seed = sample.seed if sample.seed is not None else default_seed
+    return {"length": sample.length, "temperature": sample.temperature, "top_k": sample.top_k,
+            "top_p": sample.top_p, "seed": seed}  # fmt: skip
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=test ckpt=PATH data.test=FILE``: bits per character of a text file."""
-    model, chars, trained_data = load_model(checkpoint_for(cfg, "charlm"))
-    data = to_dataclass(CharLMDataConfig, cfg.data, "data")
+    trainer = make_trainer(cfg, None)
+    checkpoint = checkpoint_for(cfg, "charlm")
+    generator = load(checkpoint, trainer.device)
+    data = run_settings(checkpoint.bundle, cfg, CharLMDataConfig)
     path = require_file(data.test, "test file (data.test)", CORPUS_HINT)
     text = read_text(path, "test file")
     if len(text) < 2:
         raise DataError(path, None, "test file needs at least two characters")
-    windows = text_windows(encode_text(text, chars, path), trained_data, trained_data.eval_streams)
-    trainer = make_trainer(cfg, None)
-    scores = trainer.evaluate(model, window_split(windows), predict, score)
+    windows = text_windows(encode_text(text, generator.chars, path), data, data.eval_streams)
+    scores = trainer.evaluate(generator.model, window_split(windows), predict, score)
     report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
 
 
 def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=predict ckpt=PATH [sample.prompt=TEXT | input=FILE] [output=FILE]``: for each
     prompt (``sample.prompt``, else each non-empty input line), the prompt and its sampled
-    continuation, followed by a blank line."""
-    model, chars, _ = load_model(checkpoint_for(cfg, "charlm"))
+    continuation, written as it is sampled, followed by a blank line
+    (``output_format=jsonl``: each :class:`Generation` as JSON)."""
+    output_format = check_output_format(cfg)
     sample = _sample_config(cfg)
+    generator = predictor_for_run(cfg, "charlm")
     if sample.prompt is not None:
-        prompts = [(None, None, sample.prompt or _start(chars))]
+        prompts = [(None, None, sample.prompt)]
     else:
         path = input_lines_path(cfg, run_dir)
         prompts = [
@@ -390,14 +463,20 @@ def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
         if not prompts:
             raise DataError(path, None, "input holds no prompt")
     for path, line, prompt in prompts:
-        unseen = sorted({c for c in prompt if c not in chars})
+        unseen = sorted({c for c in prompt if c not in generator.chars})
         if unseen:
             message = f"prompt chars never seen in training: {', '.join(map(repr, unseen))}"
             raise DataError(path, line, message) if path else UserError(f"sample.prompt: {message}")
-    trainer = make_trainer(cfg, None)
+    sampling = _sampling(sample, to_dataclass(TrainerConfig, cfg.trainer, "trainer").seed)
     with output_stream(cfg) as out:
         for _, _, prompt in prompts:
-            _continue(model, chars, prompt, sample, trainer, out)
+            if output_format == "jsonl":
+                out.write(json_line(generator(prompt, **sampling)))
+                continue
+            out.write(prompt or _start(generator.chars))
+            for char in generator.stream(prompt, **sampling):
+                out.write(char)
+                out.flush()
             out.write("\n\n")
     log.info("sampled %d continuations of %d chars", len(prompts), sample.length)
 

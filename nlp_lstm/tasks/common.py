@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import logging
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -19,7 +22,7 @@ from nlp_lstm.config import plain, to_dataclass
 from nlp_lstm.contract import Job, Monitor, choose_monitor
 from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
 from nlp_lstm.data.vocab import Vocab
-from nlp_lstm.errors import DataError, UserError
+from nlp_lstm.errors import ConfigError, DataError, UserError
 from nlp_lstm.export import ExportConfig, export_config, export_graph
 from nlp_lstm.files import atomic_write_text
 from nlp_lstm.modules.embeddings import TokenEmbedder
@@ -88,14 +91,54 @@ def make_bundle(cfg: DictConfig, vocabs: dict[str, Vocab], **extras: Any) -> Bun
 
 
 def saved_configs(
-    checkpoint: Checkpoint, data_class: type[D], model_class: type[M]
+    source: Checkpoint | Bundle, data_class: type[D], model_class: type[M]
 ) -> tuple[D, M, EmbeddingsConfig]:
-    """The typed ``data``, ``model`` and ``embeddings`` configs a checkpoint was trained with."""
-    config = checkpoint.bundle.config
+    """The typed ``data``, ``model`` and ``embeddings`` configs a checkpoint (or its
+    bundle) was trained with."""
+    config = (source.bundle if isinstance(source, Checkpoint) else source).config
     return (
         to_dataclass(data_class, config["data"], "data"),
         to_dataclass(model_class, config["model"], "model"),
         to_dataclass(EmbeddingsConfig, config.get("embeddings", {}), "embeddings"),
+    )
+
+
+# The one rule for mode=test, predict and export: the checkpoint decides what the model is
+# and how it reads its input (every model, embeddings and data setting: tokenizer, case,
+# tag scheme, languages, look-back ...); the command line decides which files to read and
+# write and what their columns are called (these data keys, input=, output=), how to run
+# (trainer.device, precision, eval_batch_size, num_threads) and how to decode, sample or
+# export (decode.*, sample.*, export.*).
+RUN_DATA_KEYS = (
+    "root", "train", "dev", "test", "path", "token_column", "tag_column",
+    "text_field", "label_field", "hf_name", "hf_config", "cache_dir",
+)  # fmt: skip
+
+
+def run_settings(bundle: Bundle, cfg: DictConfig, data_class: type[D]) -> D:
+    """The ``data`` settings of a test/predict run: the checkpoint's, with the files and
+    their column names (``RUN_DATA_KEYS``) taken from this run's config."""
+    data = dict(bundle.config.get("data", {}))
+    given = plain(cfg.get("data")) or {}
+    data.update({key: given[key] for key in RUN_DATA_KEYS if key in given and key in data})
+    return to_dataclass(data_class, data, "data")
+
+
+def eval_batch_size(bundle: Bundle) -> int:
+    """The evaluation batch size a model was trained with (its predictor's default)."""
+    return int(bundle.config.get("trainer", {}).get("eval_batch_size") or 64)
+
+
+def predictor_for_run(cfg: DictConfig, task: str):
+    """The predictor of ``ckpt=PATH`` for a test/predict/export run, on this run's device,
+    precision and evaluation batch size (``trainer.*``, which also sets torch's threads)."""
+    from nlp_lstm.config import task_module
+
+    trainer = make_trainer(cfg, None)
+    checkpoint = checkpoint_for(cfg, task)
+    config = trainer.config
+    return task_module(task).load(
+        checkpoint, trainer.device, config.eval_batch_size, str(config.precision)
     )
 
 
@@ -135,6 +178,13 @@ def checkpoint_for(cfg: DictConfig, task: str) -> Checkpoint:
     return load_checkpoint(cfg.ckpt, task)
 
 
+def on_main(write: Callable[..., Any], *args: Any) -> None:
+    """Call ``write(*args)`` (a plot, a sample file) on the main rank only: under torchrun
+    the other ranks write nothing."""
+    if distributed.is_main():
+        write(*args)
+
+
 def report(metrics: dict[str, Any], path: Path) -> None:
     """Write metrics as JSON to ``path`` and print them as one JSON line on stdout (the
     main rank only). In a ``--multirun`` sweep the line starts with the job's number and
@@ -172,8 +222,13 @@ def input_lines_path(cfg: DictConfig, run_dir: Path) -> Path:
 
 @contextmanager
 def output_stream(cfg: DictConfig):
-    """``output=FILE`` (written whole and atomically at the end) or stdout."""
-    if not cfg.output:
+    """Where ``mode=predict`` writes: ``output=FILE`` (written whole and atomically at the
+    end) or stdout. The one writer of output files: under torchrun only the main rank
+    writes; the others write into a buffer that is dropped."""
+    if not distributed.is_main():
+        yield io.StringIO()
+        return
+    if not cfg.get("output"):
         yield sys.stdout
         sys.stdout.flush()
         return
@@ -183,6 +238,39 @@ def output_stream(cfg: DictConfig):
     buffer = io.StringIO()
     yield buffer
     atomic_write_text(path, buffer.getvalue())
+
+
+OUTPUT_FORMATS = ("text", "jsonl")
+
+
+def check_output_format(cfg: DictConfig) -> str:
+    """``output_format``: ``text`` (the task's plain lines) or ``jsonl`` (one JSON object
+    per input: the Python API's result)."""
+    value = cfg.get("output_format") or "text"
+    if value not in OUTPUT_FORMATS:
+        raise ConfigError(f"output_format must be text or jsonl, not {value!r}")
+    return value
+
+
+def plain_result(value: Any) -> Any:
+    """A predictor's result as plain JSON-ready values (dataclasses to dicts, arrays and
+    tuples to lists)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain_result(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): plain_result(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_result(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def json_line(value: Any) -> str:
+    """One JSON line of a result (see :func:`plain_result`)."""
+    return json.dumps(plain_result(value), ensure_ascii=False) + "\n"
 
 
 def extend_with_pretrained(

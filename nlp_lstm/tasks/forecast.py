@@ -10,7 +10,6 @@ scaled values, beside the repeat-last-value and least-squares linear baselines.
 from __future__ import annotations
 
 import logging
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Split
+from nlp_lstm.contract import Job, Predictor, Split
 from nlp_lstm.data.series import (
     Scaler,
     Series,
@@ -31,27 +30,34 @@ from nlp_lstm.data.series import (
     WindowBatch,
     Windows,
     read_series,
+    series_from_table,
     split_kind,
     split_rows,
     window_count,
 )
 from nlp_lstm.errors import ConfigError, DataError
-from nlp_lstm.files import atomic_write_text
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.series import RevIN, SegmentProjection
 from nlp_lstm.tasks.common import (
+    check_output_format,
     checkpoint_for,
+    eval_batch_size,
     fit,
+    json_line,
     load_weights,
     make_bundle,
     make_trainer,
+    on_main,
+    output_stream,
+    predictor_for_run,
     report,
     require_file,
+    run_settings,
     task_configs,
     task_monitor,
 )
-from nlp_lstm.train import distributed
 from nlp_lstm.train.plots import plot_forecasts
+from nlp_lstm.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -267,12 +273,12 @@ class ForecastEnsemble(nn.Module):
         return sum(loss for loss, _ in losses) / len(losses), losses[0][1]
 
 
-Forecaster = LSTMForecaster | ForecastEnsemble
+ForecastModel = LSTMForecaster | ForecastEnsemble
 
 
 def build_forecaster(
     config: ForecastModelConfig, inputs: int, targets: int, look_back: int, horizon: int
-) -> Forecaster:
+) -> ForecastModel:
     """One forecaster, or ``model.members`` of them as a :class:`ForecastEnsemble`."""
     if config.members < 1:
         raise ConfigError(f"model.members must be at least 1, got {config.members}")
@@ -282,7 +288,7 @@ def build_forecaster(
     return members[0] if len(members) == 1 else ForecastEnsemble(members)
 
 
-def predict(model: Forecaster, batch: WindowBatch) -> list[Tensor]:
+def predict(model: ForecastModel, batch: WindowBatch) -> list[Tensor]:
     """The forecast ``(H, targets)`` of each window of the batch."""
     return list(model.predict(batch.inputs).float().cpu().unbind(0))
 
@@ -476,15 +482,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         make_score(test_windows, prepared.linear, len(prepared.targets)),
     )
     log.info("test (best validation epoch): %s", {k: test[k] for k in REPORTED})
-    if distributed.is_main():
-        draw_forecasts(
-            job.model,
-            prepared.windows["dev"],
-            prepared,
-            run_dir / "forecast.png",
-            "validation",
-            trainer,
-        )
+    on_main(draw_forecasts, job.model, prepared.windows["dev"], prepared,
+            run_dir / "forecast.png", "validation", trainer)  # fmt: skip
     report(
         {**{k: best[k] for k in REPORTED}, **{f"test_{k}": test[k] for k in REPORTED}},
         run_dir / "metrics.json",
@@ -522,56 +521,114 @@ def draw_forecasts(
 # ---------------------------------------------------------------------------- inference
 
 
-@dataclass
-class LoadedForecaster:
-    model: Forecaster
-    data: ForecastDataConfig
-    targets: list[str]
-    features: list[str]
-    scaler: Scaler
+@dataclass(frozen=True)
+class Forecast:
+    """The ``horizon`` steps after the end of a series: their time stamps (step numbers
+    without a time column), the target columns and the values ``(horizon, targets)`` in
+    the series' own units."""
+
+    times: tuple[str, ...]
+    columns: tuple[str, ...]
+    values: np.ndarray
 
 
-def load_forecaster(checkpoint, cfg: DictConfig) -> LoadedForecaster:
-    """Rebuild the forecaster of a checkpoint; the data file is this run's ``data.path``
-    (its columns must include the trained ones), read with the trained settings."""
-    config = checkpoint.bundle.config
-    extras = checkpoint.bundle.extras
-    data = to_dataclass(ForecastDataConfig, config["data"], "data")
-    data.path = cfg.data.path
-    model_cfg = to_dataclass(ForecastModelConfig, config["model"], "model")
-    targets, features = extras["targets"], extras["features"]
-    model = build_forecaster(
-        model_cfg, len(targets) + len(features), len(targets), data.look_back, data.horizon
-    )
+class Forecaster(Predictor):
+    """The forecasting predictor: ``forecaster("recent.csv")`` (or a pandas DataFrame, or a
+    dict of columns) -> :class:`Forecast` of the steps after the table's last row, read from
+    its last ``look_back`` rows; a list of tables -> a list, forecast as one batch. The
+    table needs the columns the model was trained on (others are ignored)."""
+
+    task = "forecast"
+    input_kind = "a CSV path, a pandas DataFrame or a dict of columns"
+
+    def __init__(self, model: ForecastModel, bundle, device, batch_size=256, precision="32"):
+        super().__init__(model, bundle, device, batch_size, precision)
+        self.data = to_dataclass(ForecastDataConfig, bundle.config["data"], "data")
+        extras = bundle.extras
+        self.targets, self.features = list(extras["targets"]), list(extras["features"])
+        self.scaler = Scaler.from_plain(extras["scaler"])
+
+    @property
+    def horizon(self) -> int:
+        return self.data.horizon
+
+    def is_single(self, inputs) -> bool:
+        return not isinstance(inputs, (list, tuple))
+
+    def check_input(self, item, position: int) -> None:
+        if item is None or not isinstance(item, (str, Path, dict)) and not hasattr(item, "columns"):
+            raise TypeError(f"input {position}: expected {self.input_kind}, got {type(item).__name__}")  # fmt: skip
+
+    def forecast(self, table):
+        """The forecast of one table (or a list of tables: a list of forecasts)."""
+        return self(table)
+
+    def series(self, table) -> Series:
+        """The table as a checked :class:`Series` holding the trained columns."""
+        if isinstance(table, (str, Path)):
+            path = require_file(str(table), "series file", CORPUS_HINT)
+            series = read_series(path, self.data.time_column)
+        else:
+            series = series_from_table(table, self.data.time_column)
+        missing = [c for c in [*self.targets, *self.features] if c not in series.columns]
+        if missing:
+            raise DataError(series.path, 1, f"no column {missing[0]!r}, which the model was trained on")  # fmt: skip
+        if len(series) < self.data.look_back:
+            raise DataError(series.path, None, f"needs at least data.look_back={self.data.look_back} rows")  # fmt: skip
+        return series
+
+    def run(self, tables: list) -> list[Forecast]:
+        series = [self.series(table) for table in tables]
+        windows = np.stack([
+            self.scaler.transform(s.values[-self.data.look_back :, s.index([*self.targets, *self.features])])
+            for s in series
+        ])  # fmt: skip
+        inputs = torch.as_tensor(windows, dtype=torch.float32)
+        scaled = []
+        for start in range(0, len(series), self.batch_size):
+            with self.inference():
+                batch = inputs[start : start + self.batch_size].to(self.device)
+                scaled.append(self.model.predict(batch).float().cpu())
+        values = torch.cat(scaled).numpy()
+        columns = list(range(len(self.targets)))
+        return [
+            Forecast(
+                tuple(next_times(s, self.horizon)),
+                tuple(self.targets),
+                self.scaler.inverse(v, columns),
+            )  # fmt: skip
+            for s, v in zip(series, values, strict=True)
+        ]
+
+
+def load(
+    checkpoint, device="auto", batch_size: int | None = None, precision: str = "32"
+) -> Forecaster:
+    """The :class:`Forecaster` predictor of a checkpoint (no data file needed)."""
+    bundle = checkpoint.bundle
+    data = to_dataclass(ForecastDataConfig, bundle.config["data"], "data")
+    model_cfg = to_dataclass(ForecastModelConfig, bundle.config["model"], "model")
+    targets, features = bundle.extras["targets"], bundle.extras["features"]
+    model = build_forecaster(model_cfg, len(targets) + len(features), len(targets),
+                             data.look_back, data.horizon)  # fmt: skip
     load_weights(model, checkpoint)
-    return LoadedForecaster(model, data, targets, features, Scaler.from_plain(extras["scaler"]))
-
-
-def read_for(loaded: LoadedForecaster) -> Series:
-    path = require_file(loaded.data.path, "series file (data.path)", CORPUS_HINT)
-    series = read_series(path, loaded.data.time_column)
-    missing = [c for c in [*loaded.targets, *loaded.features] if c not in series.columns]
-    if missing:
-        raise DataError(path, 1, f"no column {missing[0]!r}, which the model was trained on")
-    return series
+    return Forecaster(model, bundle, resolve_device(device), batch_size or eval_batch_size(bundle), precision)  # fmt: skip
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=test ckpt=PATH data.path=FILE``: MSE/MAE of the test split of FILE (scaled
     with the checkpoint's scaler) beside the repeat and linear baselines."""
-    loaded = load_forecaster(checkpoint_for(cfg, "forecast"), cfg)
-    series = read_for(loaded)
-    prepared = prepare(series, loaded.data, loaded.targets, loaded.features, loaded.scaler)
-    windows = prepared.windows["test"]
     trainer = make_trainer(cfg, None)
-    scores = trainer.evaluate(
-        loaded.model,
-        window_split(windows),
-        predict,
-        make_score(windows, prepared.linear, len(loaded.targets)),
-    )
-    if distributed.is_main():
-        draw_forecasts(loaded.model, windows, prepared, run_dir / "forecast.png", "test", trainer)
+    checkpoint = checkpoint_for(cfg, "forecast")
+    forecaster = load(checkpoint, trainer.device)
+    data = run_settings(checkpoint.bundle, cfg, ForecastDataConfig)
+    series = forecaster.series(require_file(data.path, "series file (data.path)", CORPUS_HINT))
+    prepared = prepare(series, data, forecaster.targets, forecaster.features, forecaster.scaler)
+    windows = prepared.windows["test"]
+    model = forecaster.model
+    scores = trainer.evaluate(model, window_split(windows), predict,
+                              make_score(windows, prepared.linear, len(forecaster.targets)))  # fmt: skip
+    on_main(draw_forecasts, model, windows, prepared, run_dir / "forecast.png", "test", trainer)
     report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
 
 
@@ -589,29 +646,20 @@ def next_times(series: Series, steps: int) -> list[str]:
 
 def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=predict ckpt=PATH data.path=FILE output=FILE``: forecast the H steps after
-    the end of FILE, as CSV in original units with the time stamps continued."""
-    loaded = load_forecaster(checkpoint_for(cfg, "forecast"), cfg)
-    series = read_for(loaded)
-    look_back = loaded.data.look_back
-    if len(series) < look_back:
-        raise DataError(series.path, None, f"needs at least data.look_back={look_back} rows")
-    columns = series.index([*loaded.targets, *loaded.features])
-    window = loaded.scaler.transform(series.values[-look_back:, columns])
-    trainer = make_trainer(cfg, None)
-    with trainer.inference(loaded.model) as model:
-        inputs = torch.as_tensor(window, dtype=torch.float32, device=trainer.device)
-        forecast = model.predict(inputs.unsqueeze(0))[0].float().cpu().numpy()
-    values = loaded.scaler.inverse(forecast, list(range(len(loaded.targets))))
-    lines = [[loaded.data.time_column or "step", *loaded.targets]]
-    for stamp, row in zip(next_times(series, len(values)), values, strict=True):
-        lines.append([stamp, *(f"{v:.6g}" for v in row)])
-    buffer = "".join(",".join(line) + "\n" for line in lines)
-    if cfg.output:
-        atomic_write_text(Path(cfg.output).expanduser(), buffer)
-    else:
-        sys.stdout.write(buffer)
-        sys.stdout.flush()
-    log.info("forecast %d steps of %s after %s", len(values), loaded.targets, series.path)
+    the end of FILE, as CSV in original units with the time stamps continued
+    (``output_format=jsonl``: the :class:`Forecast` as one JSON line)."""
+    output_format = check_output_format(cfg)
+    forecaster = predictor_for_run(cfg, "forecast")
+    data = run_settings(forecaster.bundle, cfg, ForecastDataConfig)
+    result = forecaster.forecast(require_file(data.path, "series file (data.path)", CORPUS_HINT))
+    with output_stream(cfg) as out:
+        if output_format == "jsonl":
+            out.write(json_line(result))
+        else:
+            out.write(",".join([forecaster.data.time_column or "step", *result.columns]) + "\n")
+            for stamp, row in zip(result.times, result.values, strict=True):
+                out.write(",".join([stamp, *(f"{v:.6g}" for v in row)]) + "\n")
+    log.info("forecast %d steps of %s after %s", len(result.times), forecaster.targets, data.path)
 
 
 MODES = {"train": train, "test": test, "predict": predict_mode}

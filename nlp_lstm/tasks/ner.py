@@ -12,13 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.batching import MAX_WORD_CHARS, WordChars, lengths_mask, pad, round_up
+from nlp_lstm.contract import Job, Predictor, Split, length_batches
+from nlp_lstm.data.batching import (
+    MAX_WORD_CHARS,
+    WordChars,
+    lengths_mask,
+    move_batch,
+    pad,
+    round_up,
+)
 from nlp_lstm.data.conll import (
     Sentence,
     allowed_transitions,
@@ -26,35 +34,42 @@ from nlp_lstm.data.conll import (
     detect_scheme,
     looks_like_conll,
     read_conll,
-    read_tokenized_text,
     to_iob2,
 )
+from nlp_lstm.data.rawtext import Token, split_sentences, tokenize
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, DataError
 from nlp_lstm.export import EmbedderGraph, PaddedRNN, export_config, graph_inputs
-from nlp_lstm.modules.crf import CRF
+from nlp_lstm.files import read_lines
+from nlp_lstm.modules.crf import CRF, chunk_log_probs, forward_backward, tag_marginals
 from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import CRFImpl, TaggingHead
 from nlp_lstm.tasks.common import (
+    check_output_format,
     checkpoint_for,
+    eval_batch_size,
     export_model,
     extend_with_pretrained,
     fit,
     input_lines_path,
+    json_line,
     load_weights,
     make_bundle,
     make_trainer,
     output_stream,
+    predictor_for_run,
     report,
     require_file,
+    run_settings,
     saved_configs,
     task_configs,
     task_monitor,
     word_placeholder,
 )
-from nlp_lstm.train.metrics import entity_scores, per_type_table
+from nlp_lstm.train.metrics import entity_chunks, entity_scores, per_type_table
+from nlp_lstm.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -331,85 +346,293 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 # ---------------------------------------------------------------------------- inference
 
 
-@dataclass
-class LoadedTagger:
-    model: BiLSTMCRFTagger
-    words: Vocab
-    chars: Vocab
-    tags: Vocab
-    scheme: str
-    embeddings: EmbeddingsConfig
-    extend_vocab: bool
-    pad_multiple: int = 1
+@dataclass(frozen=True)
+class Entity:
+    """An entity found in a text: ``text[start:end] == entity.text`` in the caller's text.
+    ``score`` is its probability under the CRF: the summed probability of every tag path
+    that yields exactly this entity (forward-backward over the constrained transitions)."""
+
+    text: str
+    label: str
+    start: int
+    end: int
+    score: float
+
+
+@dataclass(frozen=True)
+class TaggedText:
+    """One input, tagged: its tokens (with offsets), sentences (token ranges
+    ``[first, end)``), one IOB2 tag per token, its entities and, on request, each token's
+    tag marginals ``(tokens, len(Tagger.tag_set))`` in the model's own scheme."""
+
+    text: str
+    tokens: tuple[Token, ...]
+    sentences: tuple[tuple[int, int], ...]
+    tags: tuple[str, ...]
+    entities: tuple[Entity, ...]
+    marginals: np.ndarray | None = None
+
+
+def chunk_masks(tags: list[str], kinds: list[str]) -> tuple[Tensor, Tensor]:
+    """For chunks of the given types, the tags that open one (B-, S-) and those that
+    continue one (I-, E-), as ``(chunks, tags)`` boolean masks (see
+    :func:`nlp_lstm.modules.crf.chunk_log_probs`)."""
+    types = sorted(set(kinds))
+    row = {kind: i for i, kind in enumerate(types)}
+    opens = torch.zeros(len(types), len(tags), dtype=torch.bool)
+    continues = torch.zeros(len(types), len(tags), dtype=torch.bool)
+    for k, tag in enumerate(tags):
+        if tag[2:] in row:
+            (opens if tag[0] in "BS" else continues)[row[tag[2:]], k] = True
+    index = torch.tensor([row[kind] for kind in kinds], dtype=torch.long)
+    return opens[index], continues[index]
+
+
+class Tagger(Predictor):
+    """The NER predictor: raw text (or token lists) in, entities with character offsets
+    and probabilities out. ``tagger("Peter Blackburn visited Berlin.")`` -> a list of
+    :class:`Entity`; ``tagger([text, ...])`` -> one list per text; a token list
+    (``[["Peter", "Blackburn"]]``) is one already tokenised sentence, its offsets into the
+    tokens joined by single spaces. :meth:`tag` returns everything (:class:`TaggedText`).
+
+    Raw text is cut into tokens and sentences as CoNLL-2003 is
+    (:mod:`nlp_lstm.data.rawtext`), and tagged sentence by sentence, batched by length.
+    Words never seen in training get their pretrained vector when one exists (the
+    vocabulary grows as the predictor meets them; results do not depend on call order).
+    """
+
+    task = "ner"
+    input_kind = "a str (raw text) or a list of str (tokens)"
+
+    def __init__(self, model: BiLSTMCRFTagger, bundle, device, batch_size=64, precision="32"):
+        super().__init__(model, bundle, device, batch_size, precision)
+        data, _, self.embeddings = saved_configs(bundle, NERDataConfig, NERModelConfig)
+        self.extend_vocab, self.pad_multiple = data.extend_vocab, data.pad_multiple
+        self.words = Vocab.from_list(bundle.vocabs["words"])
+        self.chars = Vocab.from_list(bundle.vocabs["chars"])
+        self.tags = Vocab.from_list(bundle.vocabs["tags"], specials=())
+        self.scheme = bundle.extras["scheme"]
+
+    @property
+    def tag_set(self) -> list[str]:
+        """The model's tags (in its own scheme), the columns of ``TaggedText.marginals``."""
+        return list(self.tags.itos)
+
+    @property
+    def labels(self) -> list[str]:
+        """The entity types the model knows."""
+        return sorted({t[2:] for t in self.tags.itos if t != "O"})
+
+    def is_single(self, inputs) -> bool:
+        return isinstance(inputs, str)
+
+    def check_input(self, item, position: int) -> None:
+        if isinstance(item, str):
+            return
+        if not isinstance(item, (list, tuple)):
+            raise TypeError(
+                f"input {position}: expected {self.input_kind}, got {type(item).__name__}"
+            )
+        for token in item:
+            if not isinstance(token, str) or not token or token != token.strip() or " " in token:
+                raise ValueError(
+                    f"input {position}: tokens must be non-empty strings without spaces, "
+                    f"got {token!r}"
+                )
+
+    def run(self, inputs: list, marginals: bool = False) -> list[tuple[Entity, ...]]:
+        return [tagged.entities for tagged in self._tag(inputs, marginals)]
+
+    def tag(self, inputs, marginals: bool = False) -> list[TaggedText]:
+        """Tokens, sentences, IOB2 tags, entities and (``marginals=True``) per-token tag
+        marginals of each input; one input (not in a list) gives one :class:`TaggedText`."""
+        if self.is_single(inputs):
+            return self.tag([inputs], marginals)[0]
+        if inputs is None or not isinstance(inputs, (list, tuple)):
+            raise TypeError(f"tag takes {self.input_kind} or a list of them, not {inputs!r}")
+        for position, item in enumerate(inputs):
+            self.check_input(item, position)
+        with self.lock:
+            return self._tag(list(inputs), marginals)
 
     def split(self, sentences: list[Sentence]) -> Split:
-        """A split of new sentences; unseen words with a pretrained vector get it first."""
-        if self.extend_vocab:
-            self.words = extend_with_pretrained(
-                self.words, self.model.embedder, [s.tokens for s in sentences], self.embeddings
-            )
+        """A split of tokenised sentences for ``Trainer.evaluate`` (``mode=test``)."""
+        self._grow_vocab([s.tokens for s in sentences])
         return tagging_split(sentences, None, self.words, self.chars, self.pad_multiple)
 
+    # ------------------------------------------------------------------ internals
 
-def load_tagger(checkpoint) -> LoadedTagger:
-    """Rebuild the tagger of a checkpoint without any training data."""
-    data, model_cfg, emb_cfg = saved_configs(checkpoint, NERDataConfig, NERModelConfig)
-    vocabs, scheme = checkpoint.bundle.vocabs, checkpoint.bundle.extras["scheme"]
-    words = Vocab.from_list(vocabs["words"])
-    chars = Vocab.from_list(vocabs["chars"])
-    tags = Vocab.from_list(vocabs["tags"], specials=())
-    model = BiLSTMCRFTagger(
-        model_cfg, word_placeholder(words, emb_cfg), emb_cfg, len(chars), tags.itos, scheme
-    )
+    def _grow_vocab(self, sentences: list[list[str]]) -> None:
+        if self.extend_vocab:
+            self.words = extend_with_pretrained(
+                self.words, self.model.embedder, sentences, self.embeddings
+            )
+
+    def _tag(self, inputs: list, marginals: bool) -> list[TaggedText]:
+        pieces = [cut_input(item) for item in inputs]  # (text, tokens, sentence ranges)
+        words = [[t.text for t in tokens[a:b]] for _, tokens, ranges in pieces for a, b in ranges]
+        self._grow_vocab(words)
+        tagged = self._tag_sentences(words, marginals)
+        results, done = [], 0
+        for text, tokens, ranges in pieces:
+            tags: list[str] = []
+            entities: list[Entity] = []
+            parts = []
+            mine, done = tagged[done : done + len(ranges)], done + len(ranges)
+            for (unit_tags, chunks, probs), (first_token, _) in zip(mine, ranges, strict=True):
+                tags += unit_tags
+                for kind, first, last, score in chunks:
+                    start, end = tokens[first_token + first].start, tokens[first_token + last].end
+                    entities.append(Entity(text[start:end], kind, start, end, score))
+                parts.append(probs)
+            table = None
+            if marginals:
+                table = np.concatenate(parts) if parts else np.zeros((0, len(self.tags)))
+            results.append(TaggedText(text, tuple(tokens), tuple(ranges), tuple(tags),
+                                      tuple(entities), table))  # fmt: skip
+        return results
+
+    def _tag_sentences(self, sentences: list[list[str]], marginals: bool) -> list[tuple]:
+        """``(IOB2 tags, entities, marginals or None)`` of each token list, in order,
+        batched by length."""
+        out: list[tuple] = [None] * len(sentences)
+        collator = TaggingCollator(sentences, None, self.words, self.chars, self.pad_multiple)
+        for positions in length_batches(collator.lengths, self.batch_size):
+            batch = move_batch(collator(positions), self.device)
+            with self.inference():
+                paths, chunks, table = decode_with_scores(self.model, batch, self.tags.itos,
+                                                          self.scheme, marginals)  # fmt: skip
+            for row, unit in enumerate(batch.indices.tolist()):
+                probs = table[row, : len(paths[row])] if table is not None else None
+                out[unit] = (paths[row], chunks[row], probs)
+        return out
+
+
+def cut_input(item: str | list[str]) -> tuple[str, list[Token], list[tuple[int, int]]]:
+    """An input's text, its tokens and its sentences (token ranges): raw text is cut as
+    CoNLL is; a token list is one sentence, its offsets into the tokens joined by spaces."""
+    if isinstance(item, str):
+        tokens, ranges, first = tokenize(item), [], 0
+        for sentence in split_sentences(item, tokens):
+            ranges.append((first, first + len(sentence)))
+            first += len(sentence)
+        return item, tokens, ranges
+    tokens, at = [], 0
+    for token in item:
+        tokens.append(Token(token, at, at + len(token)))
+        at += len(token) + 1
+    return " ".join(item), tokens, [(0, len(tokens))] if tokens else []
+
+
+def decode_with_scores(model: BiLSTMCRFTagger, batch: TaggingBatch, tags: list[str], scheme: str,
+                       marginals: bool = False):  # fmt: skip
+    """Each sentence's best tags (in IOB2), its entities ``(type, first, last,
+    probability)`` and (with ``marginals``) the tag marginals ``(B, T, K)`` as a NumPy
+    array."""
+    head = model.head
+    emissions = head(model.states(batch))
+    best = head.decode_emissions(emissions, batch.mask)
+    lengths = batch.lengths.tolist()
+    paths = [
+        to_iob2([tags[k] for k in path[:n]], scheme)
+        for path, n in zip(best.cpu().tolist(), lengths, strict=True)
+    ]
+    spans = [
+        (row, kind, first, last)
+        for row, path in enumerate(paths)
+        for kind, first, last in entity_chunks(path)
+    ]
+    chunks: list[list[tuple[str, int, int, float]]] = [[] for _ in paths]
+    table = None
+    if spans or marginals:
+        start, end, trans = head.potentials()
+        mask = batch.mask
+        log_alpha, log_beta, log_z = forward_backward(emissions, mask, start, end, trans)
+        if spans:
+            opens, continues = chunk_masks(tags, [kind for _, kind, _, _ in spans])
+            device = emissions.device
+            rows, firsts, lasts = (
+                torch.tensor([span[i] for span in spans], device=device) for i in (0, 2, 3)
+            )
+            scores = chunk_log_probs(
+                log_alpha, log_beta, log_z, emissions, trans, end,
+                batch.lengths.to(device), rows, firsts, lasts,
+                opens.to(device), continues.to(device),
+            ).exp().tolist()  # fmt: skip
+            for (row, kind, first, last), score in zip(spans, scores, strict=True):
+                chunks[row].append((kind, first, last, round(min(score, 1.0), 6)))
+        if marginals:
+            table = tag_marginals(log_alpha, log_beta, log_z, mask).float().cpu().numpy()
+    return paths, chunks, table
+
+
+def load(checkpoint, device="auto", batch_size: int | None = None, precision: str = "32") -> Tagger:
+    """The :class:`Tagger` of a checkpoint (no training data needed)."""
+    bundle = checkpoint.bundle
+    _, model_cfg, emb_cfg = saved_configs(bundle, NERDataConfig, NERModelConfig)
+    words = Vocab.from_list(bundle.vocabs["words"])
+    chars = Vocab.from_list(bundle.vocabs["chars"])
+    tags = Vocab.from_list(bundle.vocabs["tags"], specials=())
+    model = BiLSTMCRFTagger(model_cfg, word_placeholder(words, emb_cfg), emb_cfg, len(chars),
+                            tags.itos, bundle.extras["scheme"])  # fmt: skip
     load_weights(model, checkpoint)
-    return LoadedTagger(
-        model, words, chars, tags, scheme, emb_cfg, data.extend_vocab, data.pad_multiple
-    )
+    return Tagger(model, bundle, resolve_device(device), batch_size or eval_batch_size(bundle),
+                  precision)  # fmt: skip
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=test ckpt=PATH data.test=FILE``: entity scores of a CoNLL file."""
-    tagger = load_tagger(checkpoint_for(cfg, "ner"))
-    data = _data_config(cfg)
+    trainer = make_trainer(cfg, None)
+    checkpoint = checkpoint_for(cfg, "ner")
+    tagger = load(checkpoint, trainer.device)
+    data = run_settings(checkpoint.bundle, cfg, NERDataConfig)
     path = require_file(data.test, "test file (data.test)", CORPUS_HINT)
     sentences = _with_iob2_tags(_read(path, data, "test file"))
-    trainer = make_trainer(cfg, None)
     scores = trainer.evaluate(
         tagger.model, tagger.split(sentences), predict, make_score(tagger.tags, tagger.scheme)
     )
     report(scores, run_dir / "test_metrics.json")
 
 
+INPUT_FORMATS = ("text", "tokens", "conll")
+
+
 def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
-    """``mode=predict ckpt=PATH input=FILE output=FILE``: tag raw text (a sentence a line,
-    the default) or, with ``input_format=conll``, a CoNLL file, writing ``token<TAB>tag``
-    lines and a blank line between sentences. The format is never guessed: a line of raw
-    text whose last word looks like a tag ("Drive north on I-95") stays text."""
-    tagger = load_tagger(checkpoint_for(cfg, "ner"))
-    data = _data_config(cfg)
-    path = input_lines_path(cfg, run_dir)
+    """``mode=predict ckpt=PATH input=FILE output=FILE``: tag each line of raw text
+    (``input_format=text``: cut into tokens and sentences as CoNLL is), of whitespace-
+    separated tokens (``tokens``: a sentence a line) or a CoNLL file (``conll``), writing
+    ``token<TAB>tag`` lines and a blank line after each sentence; ``output_format=jsonl``
+    writes each input's entities as one JSON line instead (what ``nlp_lstm.load`` gives).
+    The format is never guessed: a line of raw text whose last word looks like a tag
+    ("Drive north on I-95") stays text."""
     input_format = cfg.get("input_format", "text")
-    if input_format not in ("text", "conll"):
-        raise ConfigError(f"input_format must be text or conll, not {input_format!r}")
-    is_conll = input_format == "conll"
-    if is_conll:
-        sentences = _read(path, data, "input file")
+    if input_format not in INPUT_FORMATS:
+        raise ConfigError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, not {input_format!r}")  # fmt: skip
+    output_format = check_output_format(cfg)
+    predictor = predictor_for_run(cfg, "ner")
+    path = input_lines_path(cfg, run_dir)
+    if input_format == "conll":
+        inputs = [s.tokens for s in _read(path, run_settings(predictor.bundle, cfg, NERDataConfig), "input file")]  # fmt: skip
     else:
-        sentences = read_tokenized_text(path)
-        if looks_like_conll(path):
+        lines = [line for line in read_lines(path, "input file") if line.strip()]
+        inputs = [line.split() for line in lines] if input_format == "tokens" else lines
+        if input_format == "text" and looks_like_conll(path):
             log.warning("the input looks like a CoNLL file: pass input_format=conll to read it so")
-    if not sentences:
+    if not inputs:
         raise DataError(path, None, "input holds no sentences")
-    trainer = make_trainer(cfg, None)
-    tagged, paths = trainer.predict(tagger.model, tagger.split(sentences), predict)
+    tagged = predictor.tag(inputs)
     with output_stream(cfg) as out:
-        for sentence, path_ids in zip(tagged.examples, paths, strict=True):
-            tags = to_iob2(tagger.tags.decode(path_ids), tagger.scheme)
-            for token, tag in zip(sentence.tokens, tags, strict=True):
-                out.write(f"{token}\t{tag}\n")
-            out.write("\n")
-    log.info("tagged %d sentences (input read as %s: input_format=%s)", len(paths),
-             "CoNLL columns" if is_conll else "raw text, a sentence a line", input_format)  # fmt: skip
+        for result in tagged:
+            if output_format == "jsonl":
+                out.write(json_line({"text": result.text, "entities": result.entities}))
+                continue
+            for first, end in result.sentences:
+                for token, tag in zip(
+                    result.tokens[first:end], result.tags[first:end], strict=True
+                ):
+                    out.write(f"{token.text}\t{tag}\n")
+                out.write("\n")
+    log.info("tagged %d inputs (input_format=%s)", len(tagged), input_format)
 
 
 # ---------------------------------------------------------------------------- export
@@ -448,7 +671,7 @@ def export_mode(cfg: DictConfig, run_dir: Path) -> None:
     tagger with its Viterbi as one graph returning tag ids, and FILE.json with its
     vocabularies and tag set."""
     export_config(cfg)  # a missing export.path fails before any work
-    tagger = load_tagger(checkpoint_for(cfg, "ner"))
+    tagger = load(checkpoint_for(cfg, "ner"), "cpu")
     example = graph_inputs([["EU", "rejects", "German", "call"], ["Peter", "Blackburn"]],
                            tagger.words, tagger.chars)  # fmt: skip
     metadata = {
@@ -464,7 +687,13 @@ def export_mode(cfg: DictConfig, run_dir: Path) -> None:
     batch_tokens = {0: "batch", 1: "tokens"}
     inputs = {"words": batch_tokens, "chars": {**batch_tokens, 2: "chars"}, "lengths": {0: "batch"}}
     export_model(
-        cfg, run_dir, TaggerGraph(tagger.model), example, inputs, {"tags": batch_tokens}, metadata
+        cfg,
+        run_dir,
+        TaggerGraph(tagger.model.cpu()),
+        example,
+        inputs,
+        {"tags": batch_tokens},
+        metadata,
     )
 
 

@@ -17,12 +17,13 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Split
+from nlp_lstm.contract import Job, Predictor, Split, length_batches
 from nlp_lstm.data.batching import (
     MAX_WORD_CHARS,
     WordChars,
     check_pad_multiple,
     lengths_mask,
+    move_batch,
     pad,
     round_up,
 )
@@ -32,7 +33,7 @@ from nlp_lstm.data.tables import (
     Tokenizer,
     read_hub,
     read_labelled,
-    tokenize,
+    tokenize_spans,
 )
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.data.vocab import Vocab
@@ -44,25 +45,31 @@ from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import ClassifierHead
 from nlp_lstm.modules.pooling import PoolingKind, masked_max, masked_mean
 from nlp_lstm.tasks.common import (
+    check_output_format,
     checkpoint_for,
+    eval_batch_size,
     export_model,
     extend_with_pretrained,
     fit,
     input_lines_path,
+    json_line,
     load_weights,
     make_bundle,
     make_trainer,
+    on_main,
     output_stream,
+    predictor_for_run,
     report,
     require_file,
+    run_settings,
     saved_configs,
     task_configs,
     task_monitor,
     word_placeholder,
 )
-from nlp_lstm.train import distributed
 from nlp_lstm.train.metrics import classification_scores
 from nlp_lstm.train.plots import plot_confusion
+from nlp_lstm.train.trainer import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -384,26 +391,69 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=train``: fit on data.train, select on dev accuracy, write the run folder."""
     job, trainer = setup(cfg, run_dir)
     best = fit(job, trainer)
-    if distributed.is_main():
-        labels = job.bundle.vocabs["labels"]
-        plot_confusion(best["confusion"], labels, run_dir / "confusion.png", "dev (best epoch)")
+    labels = job.bundle.vocabs["labels"]
+    on_main(
+        plot_confusion, best["confusion"], labels, run_dir / "confusion.png", "dev (best epoch)"
+    )
     report({k: best[k] for k in REPORTED}, run_dir / "metrics.json")
 
 
 # ---------------------------------------------------------------------------- inference
 
 
-@dataclass
-class LoadedClassifier:
-    model: AttentionClassifier
-    words: Vocab
-    labels: Vocab
-    data: SentimentDataConfig
-    embeddings: EmbeddingsConfig
-    chars: Vocab | None = None  # with char features
+@dataclass(frozen=True)
+class WeightedToken:
+    """A token of the input (``text[start:end]``, before lower-casing) and the weight the
+    attention pooling gave it (the weights of a text sum to one)."""
+
+    text: str
+    start: int
+    end: int
+    weight: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A text's class: its ``label``, that label's probability (``score``), every label's
+    probability and each token's attention weight (uniform without attention pooling)."""
+
+    label: str
+    score: float
+    probs: dict[str, float]
+    attention: tuple[WeightedToken, ...]
+
+
+class Classifier(Predictor):
+    """The sentiment (text classification) predictor: ``classifier("a gorgeous film")`` ->
+    :class:`Prediction`; a list of texts -> a list. Texts are tokenised as the training
+    data was (``data.tokenizer``, ``data.lowercase`` of the checkpoint) and classified in
+    batches by length; words never seen in training get their pretrained vector when one
+    exists."""
+
+    task = "sentiment"
+    input_kind = "a non-empty str"
+
+    def __init__(self, model: AttentionClassifier, bundle, device, batch_size=256, precision="32"):
+        super().__init__(model, bundle, device, batch_size, precision)
+        self.data, _, self.embeddings = saved_configs(
+            bundle, SentimentDataConfig, SentimentModelConfig
+        )
+        self.words = Vocab.from_list(bundle.vocabs["words"])
+        self.labels = Vocab.from_list(bundle.vocabs["labels"], specials=())
+        saved_chars = bundle.vocabs.get("chars")
+        self.chars = Vocab.from_list(saved_chars) if saved_chars is not None else None
+
+    def check_input(self, item, position: int) -> None:
+        super().check_input(item, position)
+        if not item.strip():
+            raise ValueError(f"input {position}: an empty text has no class")
+
+    def tokenize(self, text: str) -> list[tuple[str, int, int]]:
+        """The tokens the model reads from ``text``, with their offsets."""
+        return tokenize_spans(text, self.data.tokenizer, self.data.lowercase)
 
     def split(self, sentences: list[list[str]], labels=None, examples=None) -> Split:
-        """A split of new sentences; unseen words with a pretrained vector get it first."""
+        """A split of tokenised sentences for ``Trainer.evaluate`` (``mode=test``)."""
         if self.data.extend_vocab:
             self.words = extend_with_pretrained(
                 self.words, self.model.embedder, sentences, self.embeddings
@@ -412,72 +462,80 @@ class LoadedClassifier:
             sentences, labels, self.words, examples, self.chars, self.data.pad_multiple
         )
 
+    def run(self, texts: list[str]) -> list[Prediction]:
+        spans = [self.tokenize(text) for text in texts]
+        split = self.split([[token for token, _, _ in s] for s in spans])
+        outputs: list[Classified | None] = [None] * len(texts)
+        for positions in length_batches(split.lengths, self.batch_size):
+            batch = move_batch(split.collate(positions), self.device)
+            with self.inference():
+                for row, result in zip(batch.indices.tolist(), predict(self.model, batch), strict=True):  # fmt: skip
+                    outputs[row] = result
+        results = []
+        for text, tokens, out in zip(texts, spans, outputs, strict=True):
+            weights = out.attention or [1.0 / len(tokens)] * len(tokens)
+            attention = tuple(
+                WeightedToken(text[a:b], a, b, round(w, 6))
+                for (_, a, b), w in zip(tokens, weights, strict=True)
+            )
+            probs = {name: round(p, 6) for name, p in zip(self.labels.itos, out.probabilities, strict=True)}  # fmt: skip
+            label = self.labels.itos[out.label]
+            results.append(Prediction(label, probs[label], probs, attention))
+        return results
 
-def load_classifier(checkpoint) -> LoadedClassifier:
-    """Rebuild the classifier of a checkpoint without any training data."""
-    data, model_cfg, emb_cfg = saved_configs(checkpoint, SentimentDataConfig, SentimentModelConfig)
-    words = Vocab.from_list(checkpoint.bundle.vocabs["words"])
-    labels = Vocab.from_list(checkpoint.bundle.vocabs["labels"], specials=())
-    saved_chars = checkpoint.bundle.vocabs.get("chars")
-    chars = Vocab.from_list(saved_chars) if saved_chars is not None else None
-    model = AttentionClassifier(
-        model_cfg,
-        word_placeholder(words, emb_cfg),
-        emb_cfg,
-        len(labels),
-        len(chars) if chars is not None else 0,
-    )
+
+def load(
+    checkpoint, device="auto", batch_size: int | None = None, precision: str = "32"
+) -> Classifier:
+    """The :class:`Classifier` of a checkpoint (no training data needed)."""
+    bundle = checkpoint.bundle
+    _, model_cfg, emb_cfg = saved_configs(bundle, SentimentDataConfig, SentimentModelConfig)
+    words = Vocab.from_list(bundle.vocabs["words"])
+    labels = bundle.vocabs["labels"]
+    chars = bundle.vocabs.get("chars")
+    model = AttentionClassifier(model_cfg, word_placeholder(words, emb_cfg), emb_cfg,
+                                len(labels), len(chars) if chars is not None else 0)  # fmt: skip
     load_weights(model, checkpoint)
-    return LoadedClassifier(model, words, labels, data, emb_cfg, chars)
+    return Classifier(model, bundle, resolve_device(device),
+                      batch_size or eval_batch_size(bundle), precision)  # fmt: skip
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=test ckpt=PATH data.test=FILE``: accuracy, macro-F1 and n of a labelled table."""
-    classifier = load_classifier(checkpoint_for(cfg, "sentiment"))
-    data = _data_config(cfg)
-    # tokenise as in training; the fields and the file come from this run's config
-    data.tokenizer, data.lowercase = classifier.data.tokenizer, classifier.data.lowercase
-    texts = read_split(data, "test")
-    split = classifier.split(texts.tokens, label_ids(texts, classifier.labels))
     trainer = make_trainer(cfg, None)
+    checkpoint = checkpoint_for(cfg, "sentiment")
+    classifier = load(checkpoint, trainer.device)
+    texts = read_split(run_settings(checkpoint.bundle, cfg, SentimentDataConfig), "test")
+    split = classifier.split(texts.tokens, label_ids(texts, classifier.labels))
     scores = trainer.evaluate(classifier.model, split, predict, make_score(len(classifier.labels)))
-    if distributed.is_main():
-        plot_confusion(
-            scores["confusion"], classifier.labels.itos, run_dir / "confusion.png", "test"
-        )
+    on_main(plot_confusion, scores["confusion"], classifier.labels.itos,
+            run_dir / "confusion.png", "test")  # fmt: skip
     report({k: scores[k] for k in REPORTED}, run_dir / "test_metrics.json")
 
 
 def predict_mode(cfg: DictConfig, run_dir: Path, top_words: int = 3) -> None:
     """``mode=predict ckpt=PATH input=FILE output=FILE`` (or stdin/stdout): for each line of
     text, ``label<TAB>probability<TAB>word:weight ...<TAB>text``, the words being those the
-    attention pooling weighted most."""
-    classifier = load_classifier(checkpoint_for(cfg, "sentiment"))
+    attention pooling weighted most (``output_format=jsonl``: each line's
+    :class:`Prediction` as JSON, what ``nlp_lstm.load`` gives)."""
+    output_format = check_output_format(cfg)
+    classifier = predictor_for_run(cfg, "sentiment")
     path = input_lines_path(cfg, run_dir)
-    lines = [
-        (n, line) for n, line in enumerate(read_lines(path, "input file"), start=1) if line.strip()
-    ]
+    lines = [line for line in read_lines(path, "input file") if line.strip()]
     if not lines:
         raise DataError(path, None, "input holds no text")
-    tokens = [
-        tokenize(line, classifier.data.tokenizer, classifier.data.lowercase) for _, line in lines
-    ]
-    examples = [(text, words) for (_, text), words in zip(lines, tokens, strict=True)]
-    trainer = make_trainer(cfg, None)
-    split, outputs = trainer.predict(
-        classifier.model, classifier.split(tokens, examples=examples), predict
-    )
+    predictions = classifier.predict(lines)
     with output_stream(cfg) as out:
-        for (text, words), result in zip(split.examples, outputs, strict=True):
+        for text, result in zip(lines, predictions, strict=True):
+            if output_format == "jsonl":
+                out.write(json_line(result))
+                continue
             top = "-"
-            if result.attention is not None:
-                weights = result.attention
-                ranked = sorted(range(len(words)), key=lambda i: -weights[i])[:top_words]
-                top = " ".join(f"{words[i]}:{weights[i]:.2f}" for i in ranked)
-            label = result.label
-            probability = result.probabilities[label]
-            out.write(f"{classifier.labels.itos[label]}\t{probability:.4f}\t{top}\t{text}\n")
-    log.info("classified %d lines", len(outputs))
+            if classifier.model.encoder.attention is not None:
+                ranked = sorted(result.attention, key=lambda t: -t.weight)[:top_words]
+                top = " ".join(f"{t.text}:{t.weight:.2f}" for t in ranked)
+            out.write(f"{result.label}\t{result.score:.4f}\t{top}\t{text}\n")
+    log.info("classified %d lines", len(predictions))
 
 
 # ---------------------------------------------------------------------------- export
@@ -538,7 +596,7 @@ def export_mode(cfg: DictConfig, run_dir: Path) -> None:
     classifier as one graph returning class probabilities, and FILE.json with its
     vocabulary, labels and tokenisation."""
     export_config(cfg)  # a missing export.path fails before any work
-    classifier = load_classifier(checkpoint_for(cfg, "sentiment"))
+    classifier = load(checkpoint_for(cfg, "sentiment"), "cpu")
     sentences = [["a", "gripping", "film", "."], ["dull", "."]]
     word_ids, char_ids, lengths = graph_inputs(sentences, classifier.words, classifier.chars)
     example = (word_ids, lengths) if char_ids is None else (word_ids, lengths, char_ids)

@@ -15,14 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Split
-from nlp_lstm.data.batching import lengths_mask, pad
+from nlp_lstm.contract import Job, Predictor, Split, length_batches
+from nlp_lstm.data.batching import lengths_mask, move_batch, pad
 from nlp_lstm.data.parallel import (
     TokenizerKind,
     decode,
@@ -41,23 +42,28 @@ from nlp_lstm.modules.decoder import AttentionDecoder, DecoderState, Memory
 from nlp_lstm.modules.encoder import BiLSTMEncoder
 from nlp_lstm.modules.search import SpecialIds, beam_search, greedy_search
 from nlp_lstm.tasks.common import (
+    check_output_format,
     checkpoint_for,
+    eval_batch_size,
     fit,
     input_lines_path,
+    json_line,
     load_weights,
     make_bundle,
     make_trainer,
+    on_main,
     output_stream,
+    predictor_for_run,
     report,
     report_export,
     require_file,
+    run_settings,
     saved_configs,
     task_configs,
     task_monitor,
 )
-from nlp_lstm.train import distributed
 from nlp_lstm.train.plots import plot_attention
-from nlp_lstm.train.trainer import Trainer
+from nlp_lstm.train.trainer import Trainer, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -389,16 +395,8 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     beam = timed_evaluate(
         trainer, model, job.dev, make_predict(target_tok, decode_cfg, decode_cfg.beam_size)
     )
-    if distributed.is_main():
-        draw_attention(
-            trainer,
-            model,
-            source_tok,
-            target_tok,
-            dev_pairs.source[:4],
-            decode_cfg,
-            run_dir / "attention.png",
-        )
+    on_main(draw_attention, trainer, model, source_tok, target_tok, dev_pairs.source[:4],
+            decode_cfg, run_dir / "attention.png")  # fmt: skip
     report(
         {
             "bleu": beam["bleu"],
@@ -437,35 +435,110 @@ def draw_attention(
 # ---------------------------------------------------------------------------- inference
 
 
-@dataclass
-class LoadedTranslator:
-    model: Seq2Seq
-    source_tokenizer: object
-    target_tokenizer: object
-    data: TranslateDataConfig
+@dataclass(frozen=True)
+class Translation:
+    """A translation: its ``text`` (detokenised), ``score`` (its log-probability under the
+    model, EOS included), the source and target tokens the model read and wrote (the
+    target ends in ``</s>``), and ``attention`` ``(target tokens, source tokens)``: where
+    each target token looked (None when not asked for)."""
+
+    text: str
+    score: float
+    source_tokens: tuple[str, ...]
+    target_tokens: tuple[str, ...]
+    attention: np.ndarray | None = None
 
 
-def load_translator(checkpoint) -> LoadedTranslator:
-    """Rebuild the translator of a checkpoint, tokenizers included, without any data."""
-    data, model_cfg, _ = saved_configs(checkpoint, TranslateDataConfig, TranslateModelConfig)
-    extras = checkpoint.bundle.extras
-    source_tok = load_tokenizer(extras["source_tokenizer"])
-    target_tok = load_tokenizer(extras["target_tokenizer"])
-    model = Seq2Seq(model_cfg, source_tok.get_vocab_size(), target_tok.get_vocab_size())
+class Translator(Predictor):
+    """The translation predictor: ``translator("Ein Hund läuft.")`` -> :class:`Translation`;
+    :meth:`translate` takes a list and decoding options (``beam_size``, 1: greedy).
+    Sentences are batched by source length and decoded together."""
+
+    task = "translate"
+    input_kind = "a non-empty str"
+
+    def __init__(self, model: Seq2Seq, bundle, device, batch_size=64, precision="32",
+                 decode: DecodeConfig | None = None):  # fmt: skip
+        super().__init__(model, bundle, device, batch_size, precision)
+        self.data = saved_configs(bundle, TranslateDataConfig, TranslateModelConfig)[0]
+        self.decoding = decode or DecodeConfig()
+        self.source_tokenizer = load_tokenizer(bundle.extras["source_tokenizer"])
+        self.target_tokenizer = load_tokenizer(bundle.extras["target_tokenizer"])
+
+    def check_input(self, item, position: int) -> None:
+        super().check_input(item, position)
+        if not item.strip():
+            raise ValueError(f"input {position}: an empty sentence has no translation")
+
+    def translate(self, sources, beam_size: int | None = None, attention: bool = True):
+        """Translations of ``sources`` (one str, or a list) with a beam of ``beam_size``
+        (default: ``decode.beam_size``, 5)."""
+        return self(sources, beam_size=beam_size, attention=attention)
+
+    def run(self, sources: list[str], beam_size: int | None = None,
+            attention: bool = True) -> list[Translation]:  # fmt: skip
+        beam = self.decoding.beam_size if beam_size is None else beam_size
+        if beam < 1:
+            raise ValueError(f"beam_size must be at least 1, got {beam}")
+        source_ids = encode(self.source_tokenizer, sources)
+        collate = PairCollator(source_ids, None)
+        results: list[Translation | None] = [None] * len(sources)
+        for positions in length_batches(collate.lengths, self.batch_size):
+            batch = move_batch(collate(positions), self.device)
+            with self.inference():
+                ids, _ = self.model.translate(batch, self.decoding, beam)
+                scores, weights = forced_scores(self.model, batch, ids)
+            texts = decode(self.target_tokenizer, ids)
+            for row, position in enumerate(batch.indices.tolist()):
+                source = [self.source_tokenizer.id_to_token(i) for i in source_ids[position]]
+                target = [self.target_tokenizer.id_to_token(i) for i in ids[row]] + ["</s>"]
+                table = weights[row, : len(target), : len(source)].float().cpu().numpy()
+                results[position] = Translation(texts[row], round(scores[row], 6), tuple(source),
+                                                tuple(target), table if attention else None)  # fmt: skip
+        return results
+
+
+def forced_scores(model: Seq2Seq, batch: PairBatch, outputs: list[list[int]]):
+    """Log-probability of each output (EOS included) and its attention ``(N, T, S)``,
+    read by teacher-forcing the outputs through the decoder (the same arithmetic as the
+    search that found them)."""
+    target_in = pad([[IDS.bos, *out] for out in outputs]).to(batch.source.device)
+    target_out = pad([[*out, IDS.eos] for out in outputs]).to(batch.source.device)
+    memory, state = model.encode(batch)
+    logits, weights = model.decoder(target_in, state, memory)
+    log_probs = torch.log_softmax(logits.float(), -1).gather(2, target_out.unsqueeze(2)).squeeze(2)
+    return log_probs.masked_fill(target_out == IDS.pad, 0.0).sum(1).tolist(), weights
+
+
+def load(checkpoint, device="auto", batch_size: int | None = None, precision: str = "32",
+         decode: DecodeConfig | None = None) -> Translator:  # fmt: skip
+    """The :class:`Translator` of a checkpoint, tokenizers included (no data needed)."""
+    bundle = checkpoint.bundle
+    _, model_cfg, _ = saved_configs(bundle, TranslateDataConfig, TranslateModelConfig)
+    sizes = [load_tokenizer(bundle.extras[k]).get_vocab_size()
+             for k in ("source_tokenizer", "target_tokenizer")]  # fmt: skip
+    model = Seq2Seq(model_cfg, *sizes)
     load_weights(model, checkpoint)
-    return LoadedTranslator(model, source_tok, target_tok, data)
+    return Translator(model, bundle, resolve_device(device), batch_size or eval_batch_size(bundle),
+                      precision, decode)  # fmt: skip
+
+
+def translator_for_run(cfg: DictConfig) -> Translator:
+    """The run's translator, decoding as ``cfg.decode`` says."""
+    translator = predictor_for_run(cfg, "translate")
+    translator.decoding = to_dataclass(DecodeConfig, cfg.decode, "decode")
+    return translator
 
 
 def test(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=test ckpt=PATH data.test=PREFIX``: translate ``PREFIX.<src>`` and print
     sacreBLEU and chrF against ``PREFIX.<tgt>`` as one JSON line."""
-    translator = load_translator(checkpoint_for(cfg, "translate"))
-    data = to_dataclass(TranslateDataConfig, cfg.data, "data")
-    decode_cfg = to_dataclass(DecodeConfig, cfg.decode, "decode")
-    data.src_lang, data.tgt_lang = translator.data.src_lang, translator.data.tgt_lang
+    trainer = make_trainer(cfg, None)
+    translator = translator_for_run(cfg)
+    data = run_settings(translator.bundle, cfg, TranslateDataConfig)
     pairs = read_pairs(data.test, data, "test")
     split = pair_split(encode(translator.source_tokenizer, pairs.source), None, pairs.target)
-    trainer = make_trainer(cfg, None)
+    decode_cfg = translator.decoding
     predict = make_predict(translator.target_tokenizer, decode_cfg, decode_cfg.beam_size)
     scores = trainer.evaluate(translator.model, split, predict, score)
     report(scores, run_dir / "test_metrics.json")
@@ -473,19 +546,16 @@ def test(cfg: DictConfig, run_dir: Path) -> None:
 
 def predict_mode(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=predict ckpt=PATH input=FILE output=FILE`` (or stdin/stdout): one
-    translation a line, in input order."""
-    translator = load_translator(checkpoint_for(cfg, "translate"))
-    decode_cfg = to_dataclass(DecodeConfig, cfg.decode, "decode")
+    translation a line, in input order (``output_format=jsonl``: each
+    :class:`Translation` as JSON, attention included)."""
+    output_format = check_output_format(cfg)
+    translator = translator_for_run(cfg)
     path = input_lines_path(cfg, run_dir)
     lines = read_side(path, "input file")  # an empty line is an error naming it
-    trainer = make_trainer(cfg, None)
-    predict = make_predict(translator.target_tokenizer, decode_cfg, decode_cfg.beam_size)
-    split = pair_split(encode(translator.source_tokenizer, lines), None, lines)
-    _, outputs = trainer.predict(translator.model, split, predict)
-    if distributed.is_main():
-        with output_stream(cfg) as out:
-            for text in outputs:
-                out.write(text + "\n")
+    outputs = translator.translate(lines, attention=output_format == "jsonl")
+    with output_stream(cfg) as out:
+        for result in outputs:
+            out.write(json_line(result) if output_format == "jsonl" else result.text + "\n")
     log.info("translated %d lines", len(outputs))
 
 
@@ -590,7 +660,7 @@ def export_mode(cfg: DictConfig, run_dir: Path) -> None:
     encoder at FILE and one decoder step beside it (``<stem>.step<suffix>``), with
     FILE.json holding both tokenizers, the special ids and the decoding settings."""
     config = export_config(cfg)
-    translator = load_translator(checkpoint_for(cfg, "translate"))
+    translator = load(checkpoint_for(cfg, "translate"), "cpu")
     metadata = {
         "task": "translate",
         "step": step_path(config.path).name,
