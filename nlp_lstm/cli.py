@@ -23,7 +23,12 @@ from nlp_lstm.train import distributed
 
 log = logging.getLogger("nlp_lstm")
 
-RUN_STAMP = "NLP_LSTM_RUN_STAMP"  # the run folder's time stamp, shared by torchrun's processes
+RUN_STAMP = "NLP_LSTM_RUN_STAMP"
+# modes that run on the main process only under torchrun (train and test shard their work)
+MAIN_RANK_MODES = (
+    "predict",
+    "export",
+)  # the run folder's time stamp, shared by torchrun's processes
 
 
 def fail(message: str) -> None:
@@ -167,6 +172,8 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
             )
         run_dir = run_dir or run_dir_of_current_job()
         check_run_folder(cfg, run_dir)
+        if not distributed.is_main() and cfg.mode in MAIN_RANK_MODES:
+            return  # one process predicts and writes; the others have nothing to do
         if distributed.is_main():
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         modes[cfg.mode](cfg, run_dir)

@@ -42,6 +42,7 @@ The Trainer moves its tensors to the device, except fields whose names end in ``
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -188,7 +189,7 @@ class Predictor:
             self.check_input(item, position)
         if not inputs:
             return []
-        with self.lock:
+        with self.lock, collector_paused():
             return self.run(inputs, **options)
 
     def check_input(self, item: Any, position: int) -> None:
@@ -212,6 +213,21 @@ class Predictor:
         )
         with torch.inference_mode(), autocast:
             yield
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused for the duration of a call. A call over many
+    inputs makes hundreds of thousands of short-lived objects (tokens, ids, results) and
+    no cycles: reference counting frees them, and the collector's passes over the whole
+    heap cost ~10% of a call (measured on CoNLL dev text). It runs again afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

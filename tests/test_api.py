@@ -40,7 +40,7 @@ def checkpoints(tmp_path_factory) -> dict:
         "verse": root / "verse.txt",
         "series": write_series(root / "load.csv", sines(400)),
     }
-    files["verse"].write_text(VERSE * 40)
+    files["verse"].write_text(VERSE * 40 + "ROMEO: KING: To be, or not to be\n" * 5)
     write_pairs(root / "mt_train", 200, seed=1)
     write_pairs(root / "mt_dev", 20, seed=2)
     ckpt = {
@@ -289,3 +289,14 @@ def test_a_megabyte_of_text_is_tagged_sentence_by_sentence(checkpoints):
     assert all(text[e.start : e.end] == e.text for e in tagged.entities)
     no_ends = "word " * 1000  # no sentence end at all: cut into pieces the model can take
     assert len(tagger.tag(no_ends).sentences) == 5
+
+
+def test_the_readme_python_example_runs(checkpoints, capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("<!-- python-api -->")[1].split("```python")[1].split("```")[0]
+    for task, path in checkpoints["ckpt"].items():
+        code = code.replace(f"runs/{task}/RUN/checkpoints/best.pt", str(path))
+    code = code.replace("recent.csv", str(checkpoints["files"]["series"]))
+    assert "RUN" not in code
+    exec(compile(code, "README.md", "exec"), {})
+    assert len(capsys.readouterr().out) == 100  # the streamed characters

@@ -251,3 +251,27 @@ def test_crf_under_torch_compile_matches_eager():
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
     paths, scores = torch.compile(crf.viterbi)(emissions, mask)
     assert torch.equal(paths, crf.viterbi(emissions, mask)[0])
+
+
+def test_repr_and_error_messages_are_pytorch_crf_s_word_for_word():
+    import torchcrf
+
+    assert repr(CRF(10)) == repr(torchcrf.CRF(10)) == "CRF(num_tags=10)"
+    assert repr(CRF(10, batch_first=True)) == "CRF(num_tags=10, batch_first=True)"
+    long = torch.long
+    cases = [
+        (torch.randn(2, 3), torch.zeros(2, 3, dtype=long), None),  # emissions not 3-d
+        (torch.randn(2, 3, 4), torch.zeros(2, 3, dtype=long), None),  # wrong tag count
+        (torch.randn(2, 3, 5), torch.zeros(2, 2, dtype=long), None),  # tags' shape
+        (torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=long), torch.ones(2, dtype=torch.bool)),
+        (torch.randn(2, 3, 5), torch.zeros(2, 3, dtype=long), torch.zeros(2, 3, dtype=torch.bool)),
+    ]
+    for batch_first in (False, True):
+        ours, reference = CRF(5, batch_first), torchcrf.CRF(5, batch_first)
+        for emissions, tags, mask in cases:
+            messages = []
+            for crf in (ours, reference):
+                with pytest.raises(ValueError) as caught:
+                    crf(emissions, tags, mask)
+                messages.append(str(caught.value))
+            assert messages[0] == messages[1]

@@ -148,3 +148,16 @@ def test_torchrun_cli_trains_into_one_run_folder_and_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     with open(run / "metrics.csv") as handle:
         assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [1, 2, 3]
+
+    # predict under torchrun: one process writes the file, the same file as one process
+    raw = tmp_path / "raw.txt"
+    raw.write_text("Mr John Smith said in Paris. The Google Corp deal was new.\nin Rome .\n")
+    ckpt = f"ckpt={run}/checkpoints/best.pt"
+    single = run_cli(
+        "task=ner", "mode=predict", ckpt, f"input={raw}", f"output={tmp_path / 'one.tsv'}"
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    both = torchrun("mode=predict", ckpt, f"input={raw}", f"output={tmp_path / 'two.tsv'}")
+    assert both.returncode == 0, both.stderr[-2000:]
+    assert (tmp_path / "two.tsv").read_text() == (tmp_path / "one.tsv").read_text()
+    assert (tmp_path / "one.tsv").read_text().count("\n\n") == 3  # three sentences

@@ -326,3 +326,21 @@ def test_quick_predict_gives_what_the_composed_config_gives(trained, tmp_path, m
     # a task that is not the checkpoint's is one line, exit 2, on the quick path too
     code, out, err = run_main("task=sentiment", "mode=predict", f"ckpt={ckpt}", stdin=text)
     assert code == 2 and err.count("error:") == 1 and "not 'sentiment'" in err and not out
+
+
+def test_a_run_logged_to_a_file_has_epoch_lines_and_no_bar(tmp_path, toy_conll):
+    """stderr redirected (CI, nohup): no progress-bar fragments, one line per epoch and a
+    line at each quarter of it; the bar is for terminals (or trainer.progress_bar=true)."""
+    args = [a for a in SMALL if not a.startswith("trainer.progress_bar")]
+    result = run_cli(
+        "task=ner", f"data.train={toy_conll['train']}", f"data.dev={toy_conll['dev']}",
+        "data.test=null", "trainer.max_epochs=2", f"hydra.run.dir={tmp_path}", *args,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "\r" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert sum("] epoch 1/2 " in line for line in lines) == 1
+    assert sum("] epoch 2/2 " in line for line in lines) == 1
+    quarters = [line for line in lines if "] epoch 1: " in line]
+    percents = [int(q.split("] epoch 1: ")[1].split("%")[0]) for q in quarters]
+    assert len(percents) == 3 and 0 < percents[0] < percents[1] < percents[2] < 100

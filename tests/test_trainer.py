@@ -8,7 +8,7 @@ from nlp_lstm.checkpoint import load_checkpoint
 from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.files import atomic_save
 from nlp_lstm.modules.embeddings import TokenEmbedder
-from nlp_lstm.train.trainer import Trainer, TrainerConfig, parameter_groups, seed_everything
+from nlp_lstm.train.trainer import Trainer, parameter_groups, seed_everything
 from tests.toy_jobs import fake_job, quiet, random_values, toy_job, values_split
 
 SGD = dict(optimizer="sgd", lr=0.1, momentum=0.0)  # one step: parameter change = -lr * gradient
@@ -152,7 +152,8 @@ def test_interrupted_run_resumed_ends_where_uninterrupted_run_ends(tmp_path, cap
 
 def test_ema_weights_are_evaluated_saved_and_returned(tmp_path, monkeypatch):
     """With trainer.ema_decay the dev metric, best.pt and the returned model are the moving
-    average of the weights after each optimizer step (the first step's weights to start)."""
+    average of the weights after each optimizer step (the first step's weights to start,
+    then a decay that warms up: min(decay, (1 + n) / (10 + n)) at the n+1-th update)."""
     examples = random_values(32, seed=2)
     seen: list[float] = []
     step = Trainer._step
@@ -172,8 +173,9 @@ def test_ema_weights_are_evaluated_saved_and_returned(tmp_path, monkeypatch):
     trainer = Trainer(quiet(max_epochs=3, batch_size=8, ema_decay=0.8, **SGD), tmp_path)
     trainer.fit(job)
     expected = seen[0]
-    for w in seen[1:]:
-        expected = 0.8 * expected + 0.2 * w
+    for n, w in enumerate(seen[1:], start=1):
+        decay = min(0.8, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * w
     assert len(seen) == 12 and abs(expected - seen[-1]) > 1e-3  # the average lags the weights
     assert evaluated[-1] == pytest.approx(expected, abs=1e-6)
     assert job.model.w.item() == pytest.approx(expected, abs=1e-6)
@@ -326,14 +328,27 @@ def test_version_1_checkpoints_still_load(tmp_path):
         load_checkpoint(path, task="sentiment")
 
 
-def test_an_ema_longer_than_the_run_is_warned_about(caplog):
-    trainer = Trainer(TrainerConfig(ema_decay=0.999, progress_bar=False, device="cpu"))
-    with caplog.at_level("WARNING"):
-        trainer._check_ema_horizon(10_000)
-    assert not caplog.records
-    with caplog.at_level("WARNING"):
-        trainer._check_ema_horizon(78)
-    assert (
-        "ema_decay=0.999 averages over ~1000 optimizer steps but this run has only 78"
-        in caplog.text
-    )
+def test_a_short_run_averages_trained_weights_not_its_first_ones(tmp_path, monkeypatch):
+    """The default-style decay (0.999) over 4 optimizer steps: the average follows the
+    weights closely (warm-up), where a plain EMA would still be ~99.7% the first step's."""
+    examples = random_values(32, seed=2)
+    job = fake_job(examples, lambda outputs, split: {"metric": 1.0}, start=3.0)
+    seen: list[float] = []
+    job.predict = lambda model, batch: seen.append(model.w.item()) or batch.indices.tolist()
+    trainer = Trainer(quiet(max_epochs=1, batch_size=8, ema_decay=0.999, **SGD), tmp_path)
+    initial = job.model.w.item()
+    weights = []
+    step = Trainer._step
+
+    def recording_step(self, optimizer, scaler, params, count):
+        step(self, optimizer, scaler, params, count)
+        weights.append(params[0].item())
+
+    monkeypatch.setattr(Trainer, "_step", recording_step)
+    trainer.fit(job)
+    expected = weights[0]
+    for n, w in enumerate(weights[1:], start=1):
+        decay = min(0.999, (1 + n) / (10 + n))
+        expected = decay * expected + (1 - decay) * w
+    assert seen[-1] == pytest.approx(expected, abs=1e-6)
+    assert abs(seen[-1] - weights[-1]) < abs(seen[-1] - initial)  # nearer the trained weights

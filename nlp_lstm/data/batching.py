@@ -138,6 +138,9 @@ def pad(rows: Sequence[Sequence[int]], value: int = 0, length: int | None = None
     return torch.tensor(padded, dtype=torch.long)
 
 
+CHAR_CACHE_SIZE = 200_000  # words whose char ids a WordChars keeps
+
+
 class WordChars:
     """The char-encoder input of a batch: the char ids of its unique words ``(U, L)`` (row 0
     is padding), their lengths ``(U,)`` and each token's row ``(B, width)``.
@@ -157,6 +160,8 @@ class WordChars:
         """Char ids of one token (its first ``MAX_WORD_CHARS`` characters)."""
         ids = self._cache.get(token)
         if ids is None:
+            if len(self._cache) >= CHAR_CACHE_SIZE:  # a long-lived predictor meets new words
+                self._cache.clear()
             ids = self._cache[token] = self.chars.encode(token[:MAX_WORD_CHARS])
         return ids
 

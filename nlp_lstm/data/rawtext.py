@@ -67,17 +67,25 @@ class Token(NamedTuple):
 
 
 _CHUNK = re.compile(r"\S+")
+_TRAILING = frozenset(',;:!?)"')  # a mark that always stands alone after a plain word
+_LEADING = frozenset('("')  # and before one
 
 
 def tokenize(text: str) -> list[Token]:
     """The tokens of ``text`` with their character offsets (see the module docstring)."""
     tokens: list[Token] = []
     for chunk in _CHUNK.finditer(text):  # no token spans white space
-        word = chunk.group()
-        if word.isalnum():  # most chunks: one plain word or number
-            tokens.append(Token(word, chunk.start(), chunk.end()))
+        word, start, end = chunk.group(), chunk.start(), chunk.end()
+        if word.isalnum() or len(word) == 1:  # most chunks: a plain word, a number, a mark
+            tokens.append(Token(word, start, end))
+        elif word[:-1].isalnum() and (
+            word[-1] in _TRAILING or (word[-1] == "." and _period_alone(text, word[:-1], start))
+        ):  # "Berlin,"  "said:"  "Berlin."
+            tokens += (Token(word[:-1], start, end - 1), Token(word[-1], end - 1, end))
+        elif word[0] in _LEADING and word[1:].isalnum():  # "(Reuters  "Yes
+            tokens += (Token(word[0], start, start + 1), Token(word[1:], start + 1, end))
         else:
-            _cut(text, chunk.start(), chunk.end(), tokens)
+            _cut(text, start, end, tokens)
     return tokens
 
 
@@ -91,6 +99,11 @@ def _cut(text: str, start: int, end: int, tokens: list[Token]) -> None:
         if len(tokens) > first and begin < tokens[-1].end:  # the word before took the period
             continue
         tokens.append(Token(word, begin, stop))
+
+
+def _period_alone(text: str, word: str, start: int) -> bool:
+    """Whether the ``.`` after the plain word ``word`` (at ``start``) is a token of its own."""
+    return _with_period(text, word, start, start + len(word))[0] == word
 
 
 def _with_period(text: str, word: str, start: int, end: int) -> tuple[str, int]:

@@ -179,10 +179,13 @@ class CRF(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        constrained = self.transitions_allowed is not None
-        return (
-            f"num_tags={self.num_tags}, batch_first={self.batch_first}, constrained={constrained}"
-        )
+        """``num_tags=K`` as pytorch-crf writes it, plus what differs from the defaults."""
+        text = f"num_tags={self.num_tags}"
+        if self.batch_first:
+            text += ", batch_first=True"
+        if self.transitions_allowed is not None:
+            text += ", constrained=True"
+        return text
 
     # ------------------------------------------------------------------ public API
     # Every public method compiles with ``torch.jit.script``: scripted, the partition
@@ -347,13 +350,13 @@ class CRF(nn.Module):
         if tags is not None and emissions.shape[:2] != tags.shape:
             raise ValueError(
                 "the first two dimensions of emissions and tags must match, "
-                f"got {list(emissions.shape[:2])} and {list(tags.shape)}"
+                f"got {_shape(list(emissions.shape[:2]))} and {_shape(list(tags.shape))}"
             )
         if mask is not None:
             if emissions.shape[:2] != mask.shape:
                 raise ValueError(
                     "the first two dimensions of emissions and mask must match, "
-                    f"got {list(emissions.shape[:2])} and {list(mask.shape)}"
+                    f"got {_shape(list(emissions.shape[:2]))} and {_shape(list(mask.shape))}"
                 )
             first = mask[:, 0] if self.batch_first else mask[0]
             if first.is_cuda:  # checked on the device, without waiting for it
@@ -362,6 +365,12 @@ class CRF(nn.Module):
                 )
             elif not bool(first.all()):
                 raise ValueError("mask of the first timestep must all be on")
+
+
+def _shape(shape: list[int]) -> str:
+    """A shape as Python writes a tuple, ``(2, 3)`` or ``(2,)`` (pytorch-crf's messages)."""
+    text = ", ".join([str(size) for size in shape])
+    return "(" + text + ("," if len(shape) == 1 else "") + ")"
 
 
 def _log_partition(
@@ -482,14 +491,22 @@ def forward_backward(
         start, end, trans = start.float(), end.float(), trans.float()
         batch, steps, tags = emissions.shape
         last = mask.long().sum(1) - 1
+        # log-space recursions, each step one (B, K) @ (K, K) product of exponentials
+        # shifted by their maxima (as the training forward does), not a (B, K, K) logsumexp
+        shift = trans.max()
+        exp_trans = (trans - shift).exp()
+        exp_trans_t = exp_trans.t().contiguous()
         alphas = [start + emissions[:, 0]]
         for t in range(1, steps):
-            alphas.append(torch.logsumexp(alphas[-1].unsqueeze(2) + trans, 1) + emissions[:, t])
+            top = alphas[-1].amax(1, keepdim=True)
+            moved = ((alphas[-1] - top).exp() @ exp_trans).log()
+            alphas.append(moved + top + shift + emissions[:, t])
         log_alpha = torch.stack(alphas, 1)
         betas = [end.expand(batch, tags)]
         for t in range(steps - 2, -1, -1):
-            following = (emissions[:, t + 1] + betas[-1]).unsqueeze(1)  # (B, 1, K to)
-            step = torch.logsumexp(trans + following, 2)
+            following = emissions[:, t + 1] + betas[-1]
+            top = following.amax(1, keepdim=True)
+            step = ((following - top).exp() @ exp_trans_t).log() + top + shift
             betas.append(torch.where((t >= last).unsqueeze(1), end, step))
         log_beta = torch.stack(betas[::-1], 1)
         final = log_alpha.gather(1, last.view(batch, 1, 1).expand(batch, 1, tags)).squeeze(1)

@@ -274,12 +274,21 @@ def json_line(value: Any) -> str:
 
 
 def extend_with_pretrained(
-    words: Vocab, embedder: TokenEmbedder, sentences: list[list[str]], config: EmbeddingsConfig
+    words: Vocab,
+    embedder: TokenEmbedder,
+    sentences: list[list[str]],
+    config: EmbeddingsConfig,
+    looked_up: set[str] | None = None,
 ) -> Vocab:
     """Give words unseen in training their pretrained vector, exactly as if they had been
     in the training vocabulary (rows that never get a gradient keep their pretrained
-    values). Returns the grown vocabulary; the embedder grows in place."""
+    values). Returns the grown vocabulary; the embedder grows in place. ``looked_up``
+    remembers the words already searched for (found or not), so a predictor searches the
+    vectors for a word once."""
     unseen = list(dict.fromkeys(t for s in sentences for t in s if t not in words))
+    if looked_up is not None:
+        unseen = [word for word in unseen if word not in looked_up]
+        looked_up.update(unseen)
     found, rows = pretrained_rows_for(unseen, config)
     if not found:
         return words

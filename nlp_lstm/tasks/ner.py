@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Predictor, Split, length_batches
+from nlp_lstm.contract import Job, Predictor, Split, collector_paused, length_batches
 from nlp_lstm.data.batching import (
     MAX_WORD_CHARS,
     WordChars,
@@ -151,8 +151,10 @@ class TaggingCollator:
         words: Vocab,
         chars: Vocab,
         pad_multiple: int = 1,
+        word_chars: WordChars | None = None,
     ) -> None:
-        self.word_chars = WordChars(chars, pad_multiple)  # checks pad_multiple
+        # word_chars: one kept across collators (a predictor's), else a new one
+        self.word_chars = word_chars or WordChars(chars, pad_multiple)  # checks pad_multiple
         self.pad_multiple = pad_multiple
         self.sentences = sentences
         self.tag_ids = tag_ids
@@ -412,6 +414,8 @@ class Tagger(Predictor):
         self.chars = Vocab.from_list(bundle.vocabs["chars"])
         self.tags = Vocab.from_list(bundle.vocabs["tags"], specials=())
         self.scheme = bundle.extras["scheme"]
+        self.looked_up: set[str] = set()  # words searched for in the pretrained vectors
+        self.word_chars = WordChars(self.chars, self.pad_multiple)  # its char ids, cached
 
     @property
     def tag_set(self) -> list[str]:
@@ -452,7 +456,7 @@ class Tagger(Predictor):
             raise TypeError(f"tag takes {self.input_kind} or a list of them, not {inputs!r}")
         for position, item in enumerate(inputs):
             self.check_input(item, position)
-        with self.lock:
+        with self.lock, collector_paused():
             return self._tag(list(inputs), marginals)
 
     def split(self, sentences: list[Sentence]) -> Split:
@@ -465,7 +469,7 @@ class Tagger(Predictor):
     def _grow_vocab(self, sentences: list[list[str]]) -> None:
         if self.extend_vocab:
             self.words = extend_with_pretrained(
-                self.words, self.model.embedder, sentences, self.embeddings
+                self.words, self.model.embedder, sentences, self.embeddings, self.looked_up
             )
 
     def _tag(self, inputs: list, marginals: bool) -> list[TaggedText]:
@@ -496,7 +500,9 @@ class Tagger(Predictor):
         """``(IOB2 tags, entities, marginals or None)`` of each token list, in order,
         batched by length."""
         out: list[tuple] = [None] * len(sentences)
-        collator = TaggingCollator(sentences, None, self.words, self.chars, self.pad_multiple)
+        collator = TaggingCollator(
+            sentences, None, self.words, self.chars, self.pad_multiple, self.word_chars
+        )
         for positions in length_batches(collator.lengths, self.batch_size):
             batch = move_batch(collator(positions), self.device)
             with self.inference():

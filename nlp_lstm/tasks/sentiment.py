@@ -442,6 +442,7 @@ class Classifier(Predictor):
         self.labels = Vocab.from_list(bundle.vocabs["labels"], specials=())
         saved_chars = bundle.vocabs.get("chars")
         self.chars = Vocab.from_list(saved_chars) if saved_chars is not None else None
+        self.looked_up: set[str] = set()  # words searched for in the pretrained vectors
 
     def check_input(self, item, position: int) -> None:
         super().check_input(item, position)
@@ -456,7 +457,7 @@ class Classifier(Predictor):
         """A split of tokenised sentences for ``Trainer.evaluate`` (``mode=test``)."""
         if self.data.extend_vocab:
             self.words = extend_with_pretrained(
-                self.words, self.model.embedder, sentences, self.embeddings
+                self.words, self.model.embedder, sentences, self.embeddings, self.looked_up
             )
         return text_split(
             sentences, labels, self.words, examples, self.chars, self.data.pad_multiple

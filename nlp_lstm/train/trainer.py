@@ -70,7 +70,9 @@ class TrainerConfig:
     limit_train_batches: int | None = None
     limit_eval_batches: int | None = None
     log_every_n_steps: int = 50
-    progress_bar: bool = True
+    progress_bar: bool | None = (
+        None  # None: a bar on a terminal, a line per quarter epoch elsewhere
+    )
     num_threads: int | None = None
 
 
@@ -345,25 +347,14 @@ class Trainer:
 
     def _ema(self, model: nn.Module):
         """PyTorch's AveragedModel keeping an exponential moving average of the weights
-        (and buffers), updated after every optimizer step; None without ``ema_decay``."""
+        (and buffers), updated after every optimizer step, with a warm-up; None without
+        ``ema_decay`` (see :func:`ema_with_warmup`)."""
         decay = self.config.ema_decay
         if decay is None:
             return None
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        from torch.optim.swa_utils import AveragedModel
 
-        return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-    def _check_ema_horizon(self, steps: int) -> None:
-        """Warn when the average would still be dominated by the first weights at the end:
-        an EMA of decay d remembers ~1 / (1 - d) steps."""
-        decay = self.config.ema_decay
-        if decay is None or steps * (1 - decay) >= 3:
-            return
-        log.warning(
-            "trainer.ema_decay=%g averages over ~%d optimizer steps but this run has only %d: "
-            "its averaged weights would lag; lower it or set trainer.ema_decay=null",
-            decay, round(1 / (1 - decay)), steps,
-        )  # fmt: skip
+        return AveragedModel(model, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
 
     def _resume(self, model, optimizer, scheduler, scaler, ema=None) -> None:
         target = self.config.resume
@@ -418,8 +409,6 @@ class Trainer:
                     stale.unlink(missing_ok=True)
         ema = self._ema(model)
         train_loader = self.loader(job.train, train=True)
-        batches = min(len(train_loader), cfg.limit_train_batches or len(train_loader))
-        self._check_ema_horizon(batches * cfg.max_epochs // cfg.accumulate_grad_batches)
         if cfg.resume:
             self._resume(model, optimizer, scheduler, scaler, ema)
         engine = self._engine(model)
@@ -550,9 +539,7 @@ class Trainer:
         window_sum, window_count, step_count = zero.clone(), zero.clone(), zero.clone()
         examples = 0
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        bar = _progress(
-            total_batches, f"epoch {self.state.epoch}", cfg.progress_bar and self.is_main
-        )
+        bar = Progress(total_batches, self.state.epoch, cfg.progress_bar, self.is_main)
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         for index, batch in enumerate(self.batches(loader, total_batches)):
@@ -575,9 +562,7 @@ class Trainer:
                     mean = (window_sum / window_count.clamp_min(1)).item()
                     if writer is not None:
                         writer.add_scalar("train/loss", mean, self.state.step)
-                    bar.set_postfix(
-                        loss=f"{mean:.3f}", ex_s=f"{examples / (time.perf_counter() - start):.0f}"
-                    )
+                    bar.note(mean, examples / (time.perf_counter() - start))
                     window_sum.zero_()
                     window_count.zero_()
             bar.update(1)
@@ -640,6 +625,31 @@ class Trainer:
             log.warning("could not draw curves.png: %s", err)
 
 
+def ema_decay_at(decay: float, updates: int) -> float:
+    """The decay of the ``updates``-th average (1-based; the first copies the weights):
+    ``min(decay, (1 + n) / (10 + n))`` with ``n = updates - 1``, as TensorFlow's
+    ``ExponentialMovingAverage(num_updates=...)`` and timm's EMA warm up. A short run then
+    averages over the steps it has, never mostly over its first weights."""
+    n = updates - 1
+    return min(decay, (1 + n) / (10 + n))
+
+
+def ema_with_warmup(decay: float):
+    """``AveragedModel``'s ``multi_avg_fn`` for an EMA with warm-up (:func:`ema_decay_at`).
+    The number of updates so far is read from the model's ``n_averaged`` once (it is
+    restored on resume) and then counted here, so a step does not wait for the device."""
+    count: list[int] = []
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
+        if not count:
+            count.append(int(n_averaged))
+        count[0] += 1
+        weight = 1.0 - ema_decay_at(decay, count[0])
+        torch._foreach_lerp_(averaged, [c.to(a.dtype) for a, c in zip(averaged, current, strict=True)], weight)  # fmt: skip
+
+    return update
+
+
 def current_rss_mib() -> int:
     """This process's resident memory now, in MiB (0 where /proc does not say)."""
     try:
@@ -677,15 +687,35 @@ def parameter_groups(model: nn.Module, lr: float) -> list[dict[str, Any]]:
     return groups + [{"params": ps, "lr": lr * scale} for scale, ps in scaled.items() if ps]
 
 
-def _progress(total: int, description: str, enabled: bool):
-    from tqdm import tqdm
+class Progress:
+    """An epoch's progress. On a terminal (or with ``trainer.progress_bar=true``) a tqdm bar;
+    where stderr is a file or a pipe (CI, nohup, a scheduler) a bar would write every
+    refresh as carriage-return fragments, so there one log line marks each quarter of the
+    epoch instead (none with ``progress_bar=false``). Main rank only."""
 
-    return tqdm(
-        total=total,
-        desc=description,
-        file=sys.stderr,
-        disable=not enabled,
-        leave=False,
-        dynamic_ncols=True,
-        mininterval=0.5,
-    )
+    def __init__(self, total: int, epoch: int, setting: bool | None, is_main: bool) -> None:
+        from tqdm import tqdm
+
+        on_terminal = sys.stderr.isatty()
+        show_bar = is_main and (setting if setting is not None else on_terminal)
+        self.lines = is_main and setting is None and not on_terminal
+        self.bar = tqdm(total=total, desc=f"epoch {epoch}", file=sys.stderr, disable=not show_bar,
+                        leave=False, dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+        self.total, self.epoch, self.done = total, epoch, 0
+        self.marks = {total * quarter // 4 for quarter in (1, 2, 3)} - {0, total}
+        self.last = ""
+
+    def note(self, loss: float, examples_per_s: float) -> None:
+        """The latest training loss and speed (shown on the bar and in the lines)."""
+        self.bar.set_postfix(loss=f"{loss:.3f}", ex_s=f"{examples_per_s:.0f}")
+        self.last = f"  loss {loss:.4f}  {examples_per_s:.0f} ex/s"
+
+    def update(self, batches: int = 1) -> None:
+        self.bar.update(batches)
+        self.done += batches
+        if self.lines and self.done in self.marks:
+            log.info("epoch %d: %d%% (%d/%d batches)%s", self.epoch,
+                     100 * self.done // self.total, self.done, self.total, self.last)  # fmt: skip
+
+    def close(self) -> None:
+        self.bar.close()
