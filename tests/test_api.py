@@ -40,7 +40,7 @@ def checkpoints(tmp_path_factory) -> dict:
         "verse": root / "verse.txt",
         "series": write_series(root / "load.csv", sines(400)),
     }
-    files["verse"].write_text(VERSE * 40 + "ROMEO: KING: To be, or not to be\n" * 5)
+    files["verse"].write_text("ROMEO: KING: To be, or not to be\n" * 5 + VERSE * 40)
     write_pairs(root / "mt_train", 200, seed=1)
     write_pairs(root / "mt_dev", 20, seed=2)
     ckpt = {

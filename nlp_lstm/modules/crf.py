@@ -348,15 +348,19 @@ class CRF(nn.Module):
                 f"expected last dimension of emissions is {self.num_tags}, got {emissions.size(2)}"
             )
         if tags is not None and emissions.shape[:2] != tags.shape:
+            if torch.jit.is_scripting():  # graphs keep the message short
+                raise ValueError("the first two dimensions of emissions and tags must match")
             raise ValueError(
                 "the first two dimensions of emissions and tags must match, "
-                f"got {_shape(list(emissions.shape[:2]))} and {_shape(list(tags.shape))}"
+                f"got {tuple(emissions.shape[:2])} and {tuple(tags.shape)}"
             )
         if mask is not None:
             if emissions.shape[:2] != mask.shape:
+                if torch.jit.is_scripting():
+                    raise ValueError("the first two dimensions of emissions and mask must match")
                 raise ValueError(
                     "the first two dimensions of emissions and mask must match, "
-                    f"got {_shape(list(emissions.shape[:2]))} and {_shape(list(mask.shape))}"
+                    f"got {tuple(emissions.shape[:2])} and {tuple(mask.shape)}"
                 )
             first = mask[:, 0] if self.batch_first else mask[0]
             if first.is_cuda:  # checked on the device, without waiting for it
@@ -365,12 +369,6 @@ class CRF(nn.Module):
                 )
             elif not bool(first.all()):
                 raise ValueError("mask of the first timestep must all be on")
-
-
-def _shape(shape: list[int]) -> str:
-    """A shape as Python writes a tuple, ``(2, 3)`` or ``(2,)`` (pytorch-crf's messages)."""
-    text = ", ".join([str(size) for size in shape])
-    return "(" + text + ("," if len(shape) == 1 else "") + ")"
 
 
 def _log_partition(

@@ -636,16 +636,18 @@ def ema_decay_at(decay: float, updates: int) -> float:
 
 def ema_with_warmup(decay: float):
     """``AveragedModel``'s ``multi_avg_fn`` for an EMA with warm-up (:func:`ema_decay_at`).
-    The number of updates so far is read from the model's ``n_averaged`` once (it is
-    restored on resume) and then counted here, so a step does not wait for the device."""
-    count: list[int] = []
+    The decay is computed on the device from the model's own count of updates
+    (``n_averaged``, restored on resume), so a step never waits for the device."""
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged) -> None:
-        if not count:
-            count.append(int(n_averaged))
-        count[0] += 1
-        weight = 1.0 - ema_decay_at(decay, count[0])
-        torch._foreach_lerp_(averaged, [c.to(a.dtype) for a, c in zip(averaged, current, strict=True)], weight)  # fmt: skip
+        if not averaged:
+            return
+        if not torch.is_floating_point(averaged[0]):  # integer and boolean buffers
+            torch._foreach_copy_(averaged, current)  # (counters, masks) follow the model
+            return
+        n = n_averaged.to(averaged[0].dtype)  # the updates before this one, the first a copy
+        weight = 1.0 - torch.clamp((1 + n) / (10 + n), max=decay)
+        torch._foreach_lerp_(averaged, current, weight)
 
     return update
 
