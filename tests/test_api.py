@@ -171,6 +171,29 @@ def test_tagger_offsets_scores_and_marginals(checkpoints):
     assert nlp_lstm.load(ckpt)("") == () and tagger([]) == []
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_entities_are_slices_of_any_text(checkpoints, seed):
+    """Random texts (names the model knows, Unicode, runs of spaces, tabs, line breaks,
+    punctuation runs): every entity is the slice of the caller's text its offsets say, and
+    the tokens cover the text's non-space characters once, in order."""
+    import random
+
+    rng = random.Random(seed)
+    pieces = ["Mr", "John", "Smith", "Paris", "Google", "Corp", "in", "said", "Zoë", "東京",
+              ".", ",", "!!", "...", "(", ")", '"', "'s", "n't", "-", "  ", "\t", "\n", " ",
+              "U.S.", "1996-08-30", "e\u0301", "\u00a0"]  # fmt: skip
+    tagger = nlp_lstm.load(checkpoints["ckpt"]["ner"])
+    texts = ["".join(rng.choice(pieces) + rng.choice([" ", "", " "]) for _ in range(rng.randint(0, 60)))
+             for _ in range(20)]  # fmt: skip
+    for text, tagged in zip(texts, tagger.tag(texts), strict=True):
+        for entity in tagged.entities:
+            assert text[entity.start : entity.end] == entity.text
+        covered = "".join(text[t.start : t.end] for t in tagged.tokens)
+        assert covered == "".join(c for c in text if not c.isspace())
+        assert all(a.end <= b.start for a, b in zip(tagged.tokens, tagged.tokens[1:], strict=False))
+        assert len(tagged.tags) == len(tagged.tokens)
+
+
 def test_translation_score_and_attention(checkpoints):
     translator = nlp_lstm.load(checkpoints["ckpt"]["translate"])
     greedy = translator.translate("Ein hund sieht eine katze.", beam_size=1)

@@ -27,6 +27,7 @@ def words(text: str) -> list[str]:
         ("a 20-year-old's 61st", ["a", "20-year-old", "'s", "61st"]),
         ("1. Michael Johnson", ["1.", "Michael", "Johnson"]),
         ("mail jo@reuters.com.", ["mail", "jo@reuters.com", "."]),
+        ("Mr.. Smith", ["Mr.", ".", "Smith"]),
     ],
 )
 def test_tokens_follow_the_corpus_conventions(text, expected):

@@ -96,8 +96,11 @@ def _cut(text: str, start: int, end: int, tokens: list[Token]) -> None:
         word, begin, stop = match.group(), match.start(), match.end()
         if text.startswith(".", stop):
             word, stop = _with_period(text, word, begin, stop)
-        if len(tokens) > first and begin < tokens[-1].end:  # the word before took the period
-            continue
+        if len(tokens) > first and begin < tokens[-1].end:  # the word before took a period
+            begin = tokens[-1].end
+            if begin >= stop:
+                continue
+            word = text[begin:stop]  # what is left of the match ("Mr.." -> "Mr." ".")
         tokens.append(Token(word, begin, stop))
 
 

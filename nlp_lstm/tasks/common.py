@@ -253,10 +253,12 @@ def check_output_format(cfg: DictConfig) -> str:
 
 
 def plain_result(value: Any) -> Any:
-    """A predictor's result as plain JSON-ready values (dataclasses to dicts, arrays and
-    tuples to lists)."""
+    """A predictor's result as plain JSON-ready values (dataclasses and named tuples to
+    dicts, arrays and tuples to lists)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: plain_result(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple (Token)
+        return {k: plain_result(v) for k, v in value._asdict().items()}
     if isinstance(value, dict):
         return {str(k): plain_result(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
