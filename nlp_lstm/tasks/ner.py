@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Predictor, Split, collector_paused, length_batches
+from nlp_lstm.contract import Job, Predictor, Split, length_batches
 from nlp_lstm.data.batching import (
     MAX_WORD_CHARS,
     WordChars,
@@ -444,20 +444,16 @@ class Tagger(Predictor):
                     f"got {token!r}"
                 )
 
-    def run(self, inputs: list, marginals: bool = False) -> list[tuple[Entity, ...]]:
-        return [tagged.entities for tagged in self._tag(inputs, marginals)]
+    def run(self, inputs: list, marginals: bool = False, whole: bool = False) -> list:
+        tagged = self._tag(inputs, marginals)
+        return tagged if whole else [t.entities for t in tagged]
 
     def tag(self, inputs, marginals: bool = False) -> list[TaggedText]:
         """Tokens, sentences, IOB2 tags, entities and (``marginals=True``) per-token tag
         marginals of each input; one input (not in a list) gives one :class:`TaggedText`."""
         if self.is_single(inputs):
             return self.tag([inputs], marginals)[0]
-        if inputs is None or not isinstance(inputs, (list, tuple)):
-            raise TypeError(f"tag takes {self.input_kind} or a list of them, not {inputs!r}")
-        for position, item in enumerate(inputs):
-            self.check_input(item, position)
-        with self.lock, collector_paused():
-            return self._tag(list(inputs), marginals)
+        return self.predict(inputs, marginals=marginals, whole=True)
 
     def split(self, sentences: list[Sentence]) -> Split:
         """A split of tokenised sentences for ``Trainer.evaluate`` (``mode=test``)."""
