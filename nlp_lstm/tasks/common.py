@@ -142,7 +142,7 @@ def predictor_for_run(cfg: DictConfig, task: str):
     )
 
 
-def word_placeholder(words: Vocab, embeddings: EmbeddingsConfig) -> torch.Tensor:
+def word_placeholder(words: Vocab | list[str], embeddings: EmbeddingsConfig) -> torch.Tensor:
     """A zero word matrix of the trained shape, for ``load_state_dict`` to fill."""
     return torch.zeros(len(words), embeddings.dim)
 

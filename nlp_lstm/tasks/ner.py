@@ -427,9 +427,6 @@ class Tagger(Predictor):
         """The entity types the model knows."""
         return sorted({t[2:] for t in self.tags.itos if t != "O"})
 
-    def is_single(self, inputs) -> bool:
-        return isinstance(inputs, str)
-
     def check_input(self, item, position: int) -> None:
         if isinstance(item, str):
             return
@@ -572,11 +569,9 @@ def load(checkpoint, device="auto", batch_size: int | None = None, precision: st
     """The :class:`Tagger` of a checkpoint (no training data needed)."""
     bundle = checkpoint.bundle
     _, model_cfg, emb_cfg = saved_configs(bundle, NERDataConfig, NERModelConfig)
-    words = Vocab.from_list(bundle.vocabs["words"])
-    chars = Vocab.from_list(bundle.vocabs["chars"])
-    tags = Vocab.from_list(bundle.vocabs["tags"], specials=())
-    model = BiLSTMCRFTagger(model_cfg, word_placeholder(words, emb_cfg), emb_cfg, len(chars),
-                            tags.itos, bundle.extras["scheme"])  # fmt: skip
+    vocabs = bundle.vocabs  # the Tagger builds the Vocabs; the model needs only sizes
+    model = BiLSTMCRFTagger(model_cfg, word_placeholder(vocabs["words"], emb_cfg), emb_cfg,
+                            len(vocabs["chars"]), vocabs["tags"], bundle.extras["scheme"])  # fmt: skip
     load_weights(model, checkpoint)
     return Tagger(model, bundle, resolve_device(device), batch_size or eval_batch_size(bundle),
                   precision)  # fmt: skip

@@ -491,10 +491,9 @@ def load(
     """The :class:`Classifier` of a checkpoint (no training data needed)."""
     bundle = checkpoint.bundle
     _, model_cfg, emb_cfg = saved_configs(bundle, SentimentDataConfig, SentimentModelConfig)
-    words = Vocab.from_list(bundle.vocabs["words"])
     labels = bundle.vocabs["labels"]
     chars = bundle.vocabs.get("chars")
-    model = AttentionClassifier(model_cfg, word_placeholder(words, emb_cfg), emb_cfg,
+    model = AttentionClassifier(model_cfg, word_placeholder(bundle.vocabs["words"], emb_cfg), emb_cfg,
                                 len(labels), len(chars) if chars is not None else 0)  # fmt: skip
     load_weights(model, checkpoint)
     return Classifier(model, bundle, resolve_device(device),
