@@ -87,6 +87,15 @@ def read_conll(
     return sentences
 
 
+def read_tokenized_text(path: str | Path) -> list[Sentence]:
+    """Raw text, one sentence a line, whitespace-separated tokens; blank lines are skipped."""
+    return [
+        Sentence(line.split(), None, number)
+        for number, line in enumerate(read_lines(path, "input file"), start=1)
+        if line.strip()
+    ]
+
+
 def looks_like_conll(path: str | Path) -> bool:
     """True when every non-blank line ends in a tag-shaped column and has 2+ columns (a
     hint for the log only: raw text can look like that, so it never decides the format)."""
