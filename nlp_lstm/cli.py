@@ -16,10 +16,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from nlp_lstm.config import conf_dir, task_module, task_names
+from nlp_lstm.config import conf_dir, task_module, task_names, to_dataclass
 from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.files import atomic_write_text
 from nlp_lstm.train import distributed
+from nlp_lstm.train.process import configure_process
+from nlp_lstm.train.settings import TrainerConfig
 
 log = logging.getLogger("nlp_lstm")
 
@@ -159,7 +161,8 @@ def quiet_other_ranks() -> None:
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
     """Dispatch to the task module's ``MODES[cfg.mode](cfg, run_dir)`` (the Hydra job's
-    folder unless given); user errors exit 2."""
+    folder unless given), after making the process-wide settings of ``cfg.trainer``
+    (:func:`~nlp_lstm.train.process.configure_process`); user errors exit 2."""
     try:
         quiet_other_ranks()
         name = cfg.task.name
@@ -170,6 +173,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
             raise ConfigError(
                 f"task {name} has no mode {cfg.mode!r} (modes: {', '.join(modes) or 'none'})"
             )
+        configure_process(to_dataclass(TrainerConfig, cfg.get("trainer"), "trainer"))
         run_dir = run_dir or run_dir_of_current_job()
         check_run_folder(cfg, run_dir)
         if not distributed.is_main() and cfg.mode in MAIN_RANK_MODES:
@@ -219,7 +223,6 @@ def quick_predict_config(argv: list[str]) -> DictConfig | None:
     if values.get("task", "ner") not in QUICK_TASKS:  # their predict reads sample/decode too
         return None
     from nlp_lstm.checkpoint import load_checkpoint
-    from nlp_lstm.train.trainer import TrainerConfig
 
     checkpoint = load_checkpoint(values["ckpt"], values.get("task", "ner"), keep=True)
     saved = checkpoint.bundle.config

@@ -1,13 +1,17 @@
 """Turning config sections into the typed dataclasses the code uses.
 
 Hydra already rejects keys that the YAML does not define; this adds the checks YAML
-cannot express: each key must be a field of the dataclass, choices must be among a
-``Literal``'s values and numbers must be numbers. Every problem is a one-line ConfigError.
+cannot express: each key must be a field of the dataclass, and each dataclass checks its
+own values in ``__post_init__`` (:func:`check_fields`: choices among a ``Literal``'s values,
+numbers that are numbers, sizes of at least 1 ...), so a config built in Python is checked
+as one built from YAML. Every problem is a one-line ConfigError.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 import types
 import typing
 from pathlib import Path
@@ -67,11 +71,12 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def to_dataclass(cls: type[T], section: Any, where: str) -> T:
-    """Build dataclass ``cls`` from a config section named ``where`` (for messages)."""
+    """Build dataclass ``cls`` from a config section named ``where`` (for messages). The
+    dataclass checks its own values (:func:`check_fields` in its ``__post_init__``); its
+    one-line error gains the section's name here (``model.hidden_size must be ...``)."""
     values = plain(section) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{where} must be a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(values) - set(names))
     if unknown:
@@ -79,26 +84,54 @@ def to_dataclass(cls: type[T], section: Any, where: str) -> T:
     missing = [k for k, v in values.items() if v == "???"]
     if missing:
         raise ConfigError(f"{where}.{missing[0]} needs a value ({where}.{missing[0]}=...)")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in values.items()}
-    for key, value in kwargs.items():
-        _check_range(key, value, f"{where}.{key}")
-    return cls(**kwargs)
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(qualify(str(err), where, names)) from None
 
 
-# Ranges that hold for every section, by field name: sizes and counts are at least 1,
-# dropout probabilities lie in [0, 1).
-AT_LEAST_ONE = {
-    "hidden_size", "num_layers", "embedding_dim", "char_dim", "char_hidden", "char_kernel",
-    "seq_len", "segment", "look_back", "horizon", "dim", "min_freq", "beam_size", "vocab_size",
-    "eval_streams",
-}  # fmt: skip
+def qualify(message: str, where: str, names: list[str]) -> str:
+    """A dataclass's own message with its field names as the command line spells them:
+    ``static_swap needs static_channel=true`` -> ``embeddings.static_swap needs
+    embeddings.static_channel=true`` (a name counts where a setting or a verdict follows
+    it: ``=``, ``==``, ``!=``, ``(``, ``must``, ``needs``)."""
+    pattern = (
+        r"(?<![\w.])(" + "|".join(map(re.escape, names)) + r")(?=\s*(?:=|!=|\(|must\b|needs\b))"
+    )
+    return re.sub(pattern, lambda m: f"{where}.{m.group(1)}", message)
 
 
-def _check_range(name: str, value: Any, where: str) -> None:
-    if name in AT_LEAST_ONE and isinstance(value, int) and value < 1:
-        raise ConfigError(f"{where} must be at least 1, got {value}")
-    if name.endswith("dropout") and isinstance(value, float) and not 0.0 <= value < 1.0:
-        raise ConfigError(f"{where} must be in [0, 1), got {value}")
+def check_fields(
+    config: Any,
+    at_least_one: tuple[str, ...] = (),
+    probabilities: tuple[str, ...] = (),
+    positive: tuple[str, ...] = (),
+) -> None:
+    """The checks of a config dataclass, for its ``__post_init__``: every field must fit its
+    type hint (a ``Literal``'s choices, true/false, integers, numbers; ints become floats
+    where a float is expected), the fields named in ``at_least_one`` must be >= 1, those in
+    ``probabilities`` in [0, 1) and those in ``positive`` > 0 (each may be None where its
+    hint allows). A ConfigError names the field: ``hidden_size must be at least 1, got 0``."""
+    hints = _type_hints(type(config))
+    for f in dataclasses.fields(config):
+        setattr(config, f.name, _coerce(getattr(config, f.name), hints[f.name], f.name))
+    for name in at_least_one:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    for name in probabilities:
+        value = getattr(config, name)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1), got {value}")
+    for name in positive:
+        value = getattr(config, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def defaults_of(cls: type) -> dict[str, Any]:

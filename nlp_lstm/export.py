@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from nlp_lstm.config import check_fields, to_dataclass
 from nlp_lstm.data.batching import MAX_WORD_CHARS, WordChars, pad
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, UserError
@@ -42,6 +43,9 @@ class ExportConfig:
     path: str | None = None  # the graph; its metadata goes to <path>.json
     quantize: Literal["none", "dynamic"] = "none"  # dynamic: int8 LSTM and Linear weights
     opset: int = 17  # ONNX opset
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 # ---------------------------------------------------------------------------- blocks
@@ -270,8 +274,6 @@ def graph_inputs(
 
 def export_config(cfg) -> ExportConfig:
     """The typed ``export`` section, with its path required."""
-    from nlp_lstm.config import to_dataclass
-
     config = to_dataclass(ExportConfig, cfg.get("export", {}), "export")
     if not config.path:
         raise ConfigError("mode=export needs export.path=FILE (the graph to write)")

@@ -72,7 +72,6 @@ def run_case(case: str, ckpt: str, dev: str, repeat: int) -> dict:
     import nlp_lstm
     from nlp_lstm.contract import length_batches
     from nlp_lstm.data.batching import move_batch
-    from nlp_lstm.tasks.ner import TaggingCollator
 
     lines, gold, sentences = dev_lines(dev)
     tagger = nlp_lstm.load(ckpt, "cpu")
@@ -80,9 +79,9 @@ def run_case(case: str, ckpt: str, dev: str, repeat: int) -> dict:
     words = sum(len(t.tokens) for t in tagged)
     if case == "model":
         units = [[tok.text for tok in t.tokens[a:b]] for t in tagged for a, b in t.sentences]
-        collator = TaggingCollator(units, None, tagger.words, tagger.chars, tagger.pad_multiple)
-        batches = [move_batch(collator(p), tagger.device)
-                   for p in length_batches(collator.lengths, tagger.batch_size)]  # fmt: skip
+        split = tagger.split(units)
+        batches = [move_batch(split.collate(p), tagger.device)
+                   for p in length_batches(split.lengths, tagger.batch_size)]  # fmt: skip
 
         def work() -> None:
             with torch.inference_mode():

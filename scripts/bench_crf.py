@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nlp_lstm import CRF
-from nlp_lstm.train.trainer import peak_rss_mib
+from nlp_lstm.train.runlog import peak_rss_mib
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int = 5) -> float:

@@ -75,7 +75,7 @@ def run_ner(ckpt: str, dev: str, variant: str, graph: Path | None, threads: int,
     paths: list[list[int]] = [[] for _ in sentences]
     start = time.perf_counter()
     if variant == "eager":
-        split = tagger.split(sentences)
+        split = tagger.split(tokens)
         with torch.inference_mode():
             for indices in batches_of(tokens, size):
                 batch = split.collate(indices)
@@ -139,7 +139,7 @@ def run_sentiment(ckpt: str, dev: str, variant: str, graph: Path | None, threads
 def one(args) -> None:
     import torch
 
-    from nlp_lstm.train.trainer import peak_rss_mib
+    from nlp_lstm.train.runlog import peak_rss_mib
 
     torch.set_num_threads(args.threads)
     task, variant = args.one.split(":")

@@ -26,7 +26,9 @@ from nlp_lstm.config import conf_dir, register_schemas, to_dataclass
 from nlp_lstm.data.conll import read_conll
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
 from nlp_lstm.tasks.ner import predict, setup
-from nlp_lstm.train.trainer import peak_rss_mib
+from nlp_lstm.train.process import configure_process
+from nlp_lstm.train.runlog import peak_rss_mib
+from nlp_lstm.train.settings import TrainerConfig
 
 
 def synthetic_conll(path: Path, sentences: int, seed: int) -> None:
@@ -90,6 +92,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         # vectors: cold (read all 400k GloVe vectors, filter, write the cache) vs cached
         cfg = compose("config", overrides=[*base, f"embeddings.cache_dir={work / 'cache'}"])
+        configure_process(to_dataclass(TrainerConfig, cfg.trainer, "trainer"))
         emb = to_dataclass(EmbeddingsConfig, cfg.embeddings, "embeddings")
         sentences = read_conll(train)
         counts = Counter(t for s in sentences for t in s.tokens)

@@ -24,11 +24,13 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from nlp_lstm.checkpoint import load_checkpoint
-from nlp_lstm.config import conf_dir, register_schemas
+from nlp_lstm.config import conf_dir, register_schemas, to_dataclass
 from nlp_lstm.contract import Split
 from nlp_lstm.data.parallel import encode
 from nlp_lstm.tasks import translate
-from nlp_lstm.train.trainer import peak_rss_mib
+from nlp_lstm.train.process import configure_process
+from nlp_lstm.train.runlog import peak_rss_mib
+from nlp_lstm.train.settings import TrainerConfig
 
 
 def synthetic_pairs(prefix: Path, pairs: int, seed: int) -> None:
@@ -94,6 +96,7 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
         for precision in args.precisions:
             cfg = compose("config", overrides=[*base, f"trainer.precision={precision}"])
+            configure_process(to_dataclass(TrainerConfig, cfg.trainer, "trainer"))
             job, trainer, (_, target_tok, dev_pairs, decode_cfg) = translate.setup(cfg, None)
             trainer.run_dir = work / f"run-{precision}"
             trainer.fit(job)

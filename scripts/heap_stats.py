@@ -14,7 +14,7 @@ import ctypes
 import runpy
 import sys
 
-import nlp_lstm.train.trainer as trainer
+import nlp_lstm.train.runlog as runlog
 
 
 class MallInfo2(ctypes.Structure):
@@ -32,7 +32,7 @@ def main() -> None:
     if not hasattr(libc, "mallinfo2"):
         sys.exit("heap_stats: this C library has no mallinfo2 (glibc 2.33+ needed)")
     libc.mallinfo2.restype = MallInfo2
-    resident = trainer.current_rss_mib  # called once per epoch, for the log line
+    resident = runlog.current_rss_mib  # called once per epoch, for the log line
 
     def resident_with_heap_stats() -> int:
         info, mib = libc.mallinfo2(), 2**20
@@ -45,7 +45,7 @@ def main() -> None:
         )
         return resident()
 
-    trainer.current_rss_mib = resident_with_heap_stats
+    runlog.current_rss_mib = resident_with_heap_stats
     sys.argv = ["nlp_lstm", *sys.argv[1:]]
     runpy.run_module("nlp_lstm", run_name="__main__")
 

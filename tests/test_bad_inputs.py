@@ -15,10 +15,7 @@ import pytest
 from tests.cli_helpers import run_main
 from tests.conftest import toy_ner_sentences, write_conll
 
-TINY_NER = [
-    "embeddings=random", "embeddings.dim=8", "model.hidden_size=8", "model.char_dim=4",
-    "model.char_hidden=4", "trainer.max_epochs=1", "trainer.progress_bar=false",
-]  # fmt: skip
+TINY_NER = ["debug=tiny"]  # conf/debug/tiny.yaml: a tiny model for one short epoch
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +84,7 @@ def ner(f, **data) -> list[str]:
 def sentiment(f, **data) -> list[str]:
     data = {"train": f["sst_train.tsv"], "dev": f["sst_train.tsv"], "test": "null", **data}
     return [
-        "task=sentiment", *(f"data.{k}={v}" for k, v in data.items()), "embeddings=random",
-        "embeddings.dim=8", "model.hidden_size=8", "trainer.max_epochs=1",
+        "task=sentiment", *(f"data.{k}={v}" for k, v in data.items()), "debug=tiny",
     ]  # fmt: skip
 
 
@@ -96,14 +92,14 @@ def translate(f, **data) -> list[str]:
     data = {"train": f["root"] / "mt_good", "dev": f["root"] / "mt_good", **data}
     return [
         "task=translate", *(f"data.{k}={v}" for k, v in data.items()), "data.tokenizer=word",
-        "model.embedding_dim=8", "model.hidden_size=8", "trainer.max_epochs=1",
+        "debug=tiny",
     ]  # fmt: skip
 
 
 def forecast(f, name: str, *extra: str) -> list[str]:
     return [
         "task=forecast", f"data.path={f[name]}", "data.look_back=4", "data.horizon=2",
-        "model.segment=2", "model.hidden_size=8", *extra,
+        "model.segment=2", "debug=tiny", *extra,
     ]  # fmt: skip
 
 
@@ -279,3 +275,70 @@ def test_limited_evaluation_reports_what_it_scored(files, tmp_path):
     )  # fmt: skip
     assert code == 0, stderr[-2000:]
     assert stdout.strip("\n").count("\n\n") == 9  # all ten sentences, a blank line between
+
+
+# ---------------------------------------------------------------------------- configs built in Python
+
+
+def config_classes() -> list[type]:
+    """Every config dataclass: the tasks' sections and the shared ones."""
+    from nlp_lstm.config import task_module, task_names
+    from nlp_lstm.data.vectors import EmbeddingsConfig
+    from nlp_lstm.export import ExportConfig
+    from nlp_lstm.tasks.common import TaskConfig
+    from nlp_lstm.train.trainer import TrainerConfig
+
+    tasks = [cls for name in task_names() for cls in task_module(name).SCHEMAS.values()]
+    return [TrainerConfig, EmbeddingsConfig, ExportConfig, TaskConfig, *tasks]
+
+
+@pytest.mark.parametrize("cls", config_classes(), ids=lambda cls: cls.__name__)
+def test_every_config_checks_its_field_types(cls):
+    # a config built in Python gets the CLI's one-line errors: each typed field refuses a
+    # value of the wrong type, naming itself
+    import dataclasses
+    import types
+    import typing
+
+    from nlp_lstm.errors import ConfigError
+
+    required = {f.name: "x" for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING}  # fmt: skip
+    cls(**required)  # the defaults pass
+    hints = typing.get_type_hints(cls)
+
+    def plain(hint) -> bool:  # a scalar type, a Literal, or a union of them with None
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):
+            return all(plain(a) for a in typing.get_args(hint) if a is not type(None))
+        return hint in (int, float, bool, str) or typing.get_origin(hint) is typing.Literal
+
+    checked = [f.name for f in dataclasses.fields(cls) if plain(hints[f.name])]
+    assert checked, cls
+    for name in checked:
+        with pytest.raises(ConfigError, match=f"^{name} must be"):
+            cls(**{**required, name: ["not", "a", "value"]})
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda m: m["ner"].NERModelConfig(hidden_size=0), "hidden_size must be at least 1, got 0"),
+        (lambda m: m["sentiment"].SentimentModelConfig(dropout=1.0), "dropout must be in [0, 1)"),
+        (lambda m: m["sentiment"].SentimentDataConfig(pad_multiple=0), "pad_multiple must be at least 1"),
+        (lambda m: m["charlm"].CharLMDataConfig(seq_len=0), "seq_len must be at least 1"),
+        (lambda m: m["charlm"].CharLMModelConfig(tie_weights=True), "tie_weights needs embedding_dim == hidden_size"),
+        (lambda m: m["charlm"].SampleConfig(top_p=0.0), "top_p must be in (0, 1]"),
+        (lambda m: m["translate"].TranslateModelConfig(hidden_size=7), "hidden_size must be even"),
+        (lambda m: m["translate"].DecodeConfig(beam_size=0), "beam_size must be at least 1"),
+        (lambda m: m["forecast"].ForecastModelConfig(head="segments", channels="mixed"), "head=segments needs"),
+        (lambda m: m["forecast"].ForecastDataConfig(horizon=0), "horizon must be at least 1"),
+    ],
+)  # fmt: skip
+def test_configs_built_in_python_check_their_ranges(build, message):
+    from nlp_lstm.config import task_module, task_names
+    from nlp_lstm.errors import ConfigError
+
+    modules = {name: task_module(name) for name in task_names()}
+    with pytest.raises(ConfigError) as caught:
+        build(modules)
+    assert str(caught.value).startswith(message), caught.value

@@ -18,6 +18,7 @@ from nlp_lstm.export import (
     reversal_index,
 )
 from nlp_lstm.tasks import ner, sentiment
+from nlp_lstm.tasks.words import word_split
 from tests.cli_helpers import run_main
 
 TAGS = ["O", "B-PER", "I-PER", "E-PER", "S-PER", "B-LOC", "I-LOC", "E-LOC", "S-LOC"]
@@ -68,9 +69,7 @@ def toy_tagger(char: str, crf: bool = True) -> tuple[ner.BiLSTMCRFTagger, Vocab,
 
 
 def eager_tags(model, words, chars, sentences) -> list[list[int]]:
-    split = ner.tagging_split(
-        [ner.Sentence(s, ["O"] * len(s), 0) for s in sentences], None, words, chars
-    )
+    split = word_split(sentences, None, words, chars)
     batch = split.collate(list(range(len(sentences))))
     with torch.no_grad():
         paths = ner.predict(model, batch)
@@ -130,7 +129,7 @@ def test_classifier_graph_scripted_and_onnx_give_the_eager_probabilities(tmp_pat
     model = sentiment.AttentionClassifier(
         config, random_rows(len(words), 8), embeddings, 3, len(chars) if chars else 0
     ).eval()
-    split = sentiment.text_split(SENTENCES, None, words, chars=chars, pad_multiple=8)
+    split = word_split(SENTENCES, None, words, chars=chars, pad_multiple=8)
     batch = split.collate(list(range(len(SENTENCES))))
     with torch.no_grad():
         logits, attention = model.scores(batch)
@@ -206,8 +205,7 @@ def test_cli_export_is_self_sufficient_and_matches_predict(tmp_path):
     run = tmp_path / "run"
     code, _, err = run_main(
         "task=ner", f"data.train={files['train']}", f"data.dev={files['dev']}", "data.test=null",
-        "embeddings=random", "embeddings.dim=8", "model.hidden_size=8", "model.char_hidden=6",
-        "trainer.max_epochs=2", "trainer.progress_bar=false", f"hydra.run.dir={run}",
+        "debug=tiny", "trainer.max_epochs=2", f"hydra.run.dir={run}",
     )  # fmt: skip
     assert code == 0, err[-2000:]
     ckpt = run / "checkpoints" / "best.pt"

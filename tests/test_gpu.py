@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nlp_lstm import CRF
+from nlp_lstm.train.optim import build_optimizer
 from nlp_lstm.train.trainer import Trainer
 from tests.test_crf import random_case
 from tests.toy_jobs import quiet, toy_job
@@ -52,16 +53,14 @@ def test_training_step_never_waits_for_the_device(tmp_path, precision):
     config.gradient_clip_val = 5.0
     trainer = Trainer(config, tmp_path)
     model = job.model.to(trainer.device)
-    optimizer = trainer._optimizer(model)
+    optimizer = build_optimizer(model, trainer.config)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     batches = list(trainer.batches(trainer.loader(job.train, train=True), limit=3))
     torch.cuda.synchronize()
     for batch in batches:  # the first step warms the caches; all must run without a sync
         torch.cuda.set_sync_debug_mode("error")
         try:
-            _, count = trainer._forward_backward(model, batch, scaler)
-            trainer._step(optimizer, scaler, params, count)
+            trainer.train_step(model, batch, optimizer, scaler)
         finally:
             torch.cuda.set_sync_debug_mode("default")
 

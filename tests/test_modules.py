@@ -200,10 +200,10 @@ def test_tagging_batches_padded_to_multiples_give_the_same_loss_gradients_and_ta
     # fragment); the padding must change nothing the model computes
     from collections import Counter
 
-    from nlp_lstm.data.conll import Sentence
     from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
     from nlp_lstm.data.vocab import Vocab
-    from nlp_lstm.tasks.ner import BiLSTMCRFTagger, NERModelConfig, predict, tagging_split
+    from nlp_lstm.tasks.ner import BiLSTMCRFTagger, NERModelConfig, predict
+    from nlp_lstm.tasks.words import word_split
     from tests.conftest import step_results, toy_ner_sentences
 
     sentences = toy_ner_sentences(12, seed=3)
@@ -219,11 +219,10 @@ def test_tagging_batches_padded_to_multiples_give_the_same_loss_gradients_and_ta
     model = BiLSTMCRFTagger(
         config, random_rows(len(words), 6), EmbeddingsConfig(), len(chars), tags.itos, "iob2"
     )
-    examples = [Sentence(t, g, 0) for t, g in zip(tokens, gold, strict=True)]
     tag_ids = [tags.encode(g) for g in gold]
     results = []
     for multiple in (1, 8):
-        batch = tagging_split(examples, tag_ids, words, chars, multiple).collate(list(range(12)))
+        batch = word_split(tokens, tag_ids, words, chars, multiple).collate(list(range(12)))
         if multiple == 1:
             assert batch.words.shape[1] == max(len(t) for t in tokens)
             assert batch.chars.shape[0] == 1 + len({t for s in tokens for t in s})

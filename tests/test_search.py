@@ -14,8 +14,7 @@ def test_ner_search_config_composes_and_runs_two_tiny_trials(tmp_path, toy_conll
     assert search["task"] == "ner" and search["metric"] == "f1"
     tiny = [
         f"data.train={toy_conll['train']}", f"data.dev={toy_conll['dev']}", "data.test=null",
-        "embeddings=random", "embeddings.dim=8", "model.char_hidden=6",
-        "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.progress_bar=false",
+        "debug=tiny", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
     ]  # fmt: skip
     study = tmp_path / "study"
     command = [sys.executable, "scripts/search.py", "ner_optuna", "--n-trials", "2",

@@ -107,11 +107,10 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
     from nlp_lstm.tasks.sentiment import (
         AttentionClassifier,
         SentimentModelConfig,
-        TextCollator,
         make_score,
         predict,
-        text_split,
     )
+    from nlp_lstm.tasks.words import WordCollator, word_split
     from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
 
     sentences, labels, words, _ = toy_vocabularies(toy_reviews(400, seed=0))
@@ -122,7 +121,7 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
         EmbeddingsConfig(),
         2,
     )
-    split = text_split(sentences, labels, words)
+    split = word_split(sentences, labels, words)
     config = TrainerConfig(
         max_epochs=6, lr=0.01, progress_bar=False, device="cpu", lr_schedule="none"
     )
@@ -130,7 +129,7 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
         model, split, split, predict, make_score(2), Monitor("accuracy"), Bundle("sentiment", {})
     )
     best = Trainer(config, tmp_path).fit(job)
-    collator = TextCollator(sentences, labels, words)
+    collator = WordCollator(sentences, labels, words)
     assert best["accuracy"] >= 95.0
     # attention weights are a distribution over each sentence's real tokens
     model.eval()
@@ -173,8 +172,8 @@ def test_char_features_read_words_never_seen_in_training(tmp_path, char):
         SentimentModelConfig,
         make_score,
         predict,
-        text_split,
     )
+    from nlp_lstm.tasks.words import word_split
     from nlp_lstm.train.trainer import Trainer, TrainerConfig, seed_everything
 
     stems = sorted(set(made_up_stems(120, seed=0)))
@@ -190,8 +189,8 @@ def test_char_features_read_words_never_seen_in_training(tmp_path, char):
         2,
         len(chars) if chars else 0,
     )
-    train = text_split(sentences, labels, words, chars=chars)
-    dev = text_split(dev_sentences, dev_labels, words, chars=chars)
+    train = word_split(sentences, labels, words, chars=chars)
+    dev = word_split(dev_sentences, dev_labels, words, chars=chars)
     batch = dev.collate(list(range(8)))
     if chars is None:
         assert batch.chars is None and batch.char_index is None
@@ -339,8 +338,8 @@ def test_batches_padded_to_multiples_give_the_same_loss_gradients_and_classes(ch
         AttentionClassifier,
         SentimentModelConfig,
         predict,
-        text_split,
     )
+    from nlp_lstm.tasks.words import word_split
 
     sentences, labels, words, chars = toy_vocabularies(toy_reviews(12, seed=4), char)
     torch.manual_seed(0)
@@ -352,7 +351,7 @@ def test_batches_padded_to_multiples_give_the_same_loss_gradients_and_classes(ch
     )
     results = []
     for multiple in (1, 8):
-        batch = text_split(sentences, labels, words, None, chars, multiple).collate(list(range(12)))
+        batch = word_split(sentences, labels, words, chars, multiple).collate(list(range(12)))
         width = max(len(s) for s in sentences)
         assert batch.words.shape[1] == (width if multiple == 1 else -(-width // 8) * 8)
         results.append(step_results(model, batch, predict))

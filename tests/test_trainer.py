@@ -1,14 +1,20 @@
 import copy
 import csv
+import os
 
 import pytest
 import torch
 
 from nlp_lstm.checkpoint import load_checkpoint
+from nlp_lstm.config import to_dataclass
 from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.files import atomic_save
 from nlp_lstm.modules.embeddings import TokenEmbedder
-from nlp_lstm.train.trainer import Trainer, parameter_groups, seed_everything
+from nlp_lstm.train.optim import parameter_groups
+from nlp_lstm.train.process import seed_everything
+from nlp_lstm.train.settings import TrainerConfig
+from nlp_lstm.train.trainer import Trainer
+from tests.cli_helpers import run_main
 from tests.toy_jobs import fake_job, quiet, random_values, toy_job, values_split
 
 SGD = dict(optimizer="sgd", lr=0.1, momentum=0.0)  # one step: parameter change = -lr * gradient
@@ -156,13 +162,13 @@ def test_ema_weights_are_evaluated_saved_and_returned(tmp_path, monkeypatch):
     then a decay that warms up: min(decay, (1 + n) / (10 + n)) at the n+1-th update)."""
     examples = random_values(32, seed=2)
     seen: list[float] = []
-    step = Trainer._step
+    step = Trainer.optimizer_step
 
-    def recording_step(self, optimizer, scaler, params, count):
-        step(self, optimizer, scaler, params, count)
-        seen.append(params[0].item())
+    def recording_step(self, optimizer, scaler, count):
+        step(self, optimizer, scaler, count)
+        seen.append(optimizer.param_groups[0]["params"][0].item())
 
-    monkeypatch.setattr(Trainer, "_step", recording_step)
+    monkeypatch.setattr(Trainer, "optimizer_step", recording_step)
     evaluated: list[float] = []
 
     def score(outputs, split):  # improves every epoch, so best.pt is the last epoch's
@@ -249,18 +255,84 @@ def test_mixed_precision_on_cpu_learns(tmp_path, precision):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"precision": "fp8"}, "precision"),
-        ({"max_epochs": 0}, "max_epochs"),
-        ({"max_epochs": -3}, "max_epochs"),
-        ({"accumulate_grad_batches": 0}, "accumulate_grad_batches"),
-        ({"limit_eval_batches": 0}, "limit_eval_batches"),
-        ({"strategy": "ddp"}, "torchrun"),
-        ({"ema_decay": 1.0}, "ema_decay"),
+        ({"precision": "fp8"}, "precision must be one of 32, bf16, fp16; got 'fp8'"),
+        ({"max_epochs": 0}, "max_epochs must be at least 1, got 0"),
+        ({"max_epochs": -3}, "max_epochs must be at least 1, got -3"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+        ({"eval_batch_size": 0}, "eval_batch_size must be at least 1, got 0"),
+        ({"accumulate_grad_batches": 0}, "accumulate_grad_batches must be at least 1, got 0"),
+        ({"log_every_n_steps": 0}, "log_every_n_steps must be at least 1, got 0"),
+        ({"num_threads": 0}, "num_threads must be at least 1, got 0"),
+        ({"limit_train_batches": 0}, "limit_train_batches must be at least 1 or null, got 0"),
+        ({"limit_eval_batches": 0}, "limit_eval_batches must be at least 1 or null, got 0"),
+        ({"lr": 0.0}, "lr must be positive, got 0.0"),
+        ({"lr": "fast"}, "lr must be a number; got 'fast'"),
+        ({"ema_decay": 1.0}, r"ema_decay must be in \(0, 1\) or null, got 1.0"),
+        ({"ema_decay": 0}, r"ema_decay must be in \(0, 1\) or null, got 0.0"),
     ],
 )
-def test_bad_trainer_settings_fail_before_any_work(tmp_path, overrides, message):
-    with pytest.raises(ConfigError, match=message):
-        Trainer(quiet(**overrides), tmp_path)
+def test_trainer_config_checks_itself(overrides, message):
+    """A TrainerConfig built in Python is checked as one built from the YAML; the CLI's
+    message gains the section's name."""
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        TrainerConfig(**overrides)
+    with pytest.raises(ConfigError, match=f"^trainer.{message}$"):
+        to_dataclass(TrainerConfig, overrides, "trainer")
+
+
+def test_good_trainer_settings_are_kept_and_coerced():
+    config = TrainerConfig(lr=1, precision=32, limit_eval_batches=None, num_threads=None)
+    assert config.lr == 1.0 and isinstance(config.lr, float) and config.precision == "32"
+    assert TrainerConfig(ema_decay=0.999, num_threads=2).num_threads == 2
+
+
+def test_ddp_without_torchrun_fails_where_the_trainer_starts(tmp_path):
+    config = quiet(strategy="ddp")  # a setting of the environment, not of the value
+    with pytest.raises(ConfigError, match="torchrun"):
+        Trainer(config, tmp_path)
+
+
+def test_a_trainer_leaves_the_process_alone(tmp_path, monkeypatch):
+    """Threads and oneDNN's kernel cache are the process's (configure_process), not the
+    Trainer's: building and running one changes neither."""
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    threads = torch.get_num_threads()
+    wanted = 1 if threads != 1 else 2
+    job = fake_job(random_values(8), lambda outputs, split: {"metric": 0.0})
+    Trainer(quiet(num_threads=wanted, **SGD), tmp_path).fit(job)
+    assert torch.get_num_threads() == threads
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
+
+
+def test_cli_run_sets_threads_and_kernel_cache_before_training(toy_conll, tmp_path, monkeypatch):
+    """``trainer.num_threads`` takes effect in a CLI run, and the oneDNN cache cap is in the
+    environment before the first forward pass."""
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    threads = torch.get_num_threads()
+    wanted = 1 if threads != 1 else 2
+    at_first_step: list[tuple[str | None, int]] = []
+    forward_backward = Trainer.forward_backward
+
+    def recording(self, *args, **kwargs):
+        if not at_first_step:
+            cache = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+            at_first_step.append((cache, torch.get_num_threads()))
+        return forward_backward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "forward_backward", recording)
+    try:
+        code, _, err = run_main(
+            "task=ner", f"data.train={toy_conll['train']}", f"data.dev={toy_conll['dev']}",
+            "data.test=null", "embeddings=random", "embeddings.dim=8", "model.hidden_size=8",
+            "model.char_dim=4", "model.char_hidden=4", "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2", "trainer.progress_bar=false",
+            f"trainer.num_threads={wanted}", f"hydra.run.dir={tmp_path / 'run'}",
+        )  # fmt: skip
+        assert code == 0, err[-2000:]
+        assert at_first_step == [("16", wanted)]
+        assert torch.get_num_threads() == wanted
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_cuda_without_a_gpu_is_a_config_error(tmp_path):
@@ -338,13 +410,13 @@ def test_a_short_run_averages_trained_weights_not_its_first_ones(tmp_path, monke
     trainer = Trainer(quiet(max_epochs=1, batch_size=8, ema_decay=0.999, **SGD), tmp_path)
     initial = job.model.w.item()
     weights = []
-    step = Trainer._step
+    step = Trainer.optimizer_step
 
-    def recording_step(self, optimizer, scaler, params, count):
-        step(self, optimizer, scaler, params, count)
-        weights.append(params[0].item())
+    def recording_step(self, optimizer, scaler, count):
+        step(self, optimizer, scaler, count)
+        weights.append(optimizer.param_groups[0]["params"][0].item())
 
-    monkeypatch.setattr(Trainer, "_step", recording_step)
+    monkeypatch.setattr(Trainer, "optimizer_step", recording_step)
     trainer.fit(job)
     expected = weights[0]
     for n, w in enumerate(weights[1:], start=1):

@@ -15,8 +15,10 @@ from nlp_lstm.data.batching import lengths_mask
 from nlp_lstm.data.conll import Sentence
 from nlp_lstm.data.vectors import EmbeddingsConfig, random_rows
 from nlp_lstm.data.vocab import Vocab
-from nlp_lstm.tasks.ner import BiLSTMCRFTagger, NERModelConfig, make_score, predict, tagging_split
-from nlp_lstm.train.trainer import TrainerConfig, seed_everything
+from nlp_lstm.tasks.ner import BiLSTMCRFTagger, NERModelConfig, make_score, predict
+from nlp_lstm.tasks.words import word_split
+from nlp_lstm.train.process import seed_everything
+from nlp_lstm.train.settings import TrainerConfig
 from tests.conftest import toy_ner_sentences
 
 # ---------------------------------------------------------------------------- a fake task
@@ -100,8 +102,10 @@ def toy_job(n: int = 64, dropout: float = 0.0, seed: int = 0) -> Job:
     gold_sentences = [Sentence(t, g, 0) for t, g in zip(tokens, gold, strict=True)]
     return Job(
         model=model,
-        train=tagging_split(gold_sentences, [tags.encode(g) for g in gold], words, chars),
-        dev=tagging_split(gold_sentences, None, words, chars),
+        train=word_split(
+            tokens, [tags.encode(g) for g in gold], words, chars, examples=gold_sentences
+        ),  # fmt: skip
+        dev=word_split(tokens, None, words, chars, examples=gold_sentences),
         predict=predict,
         score=make_score(tags, "iob2"),
         monitor=Monitor("f1", "max"),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 import numpy as np
 import torch
 
+from nlp_lstm.config import check_fields
 from nlp_lstm.data.vocab import PAD, UNK, Vocab
 from nlp_lstm.errors import ConfigError, DataError
 from nlp_lstm.files import atomic_save
@@ -47,6 +48,13 @@ class EmbeddingsConfig:
     # probability, as words training never saw do at test time (needs static_channel)
     static_swap: float = 0.0
     cache_dir: str | None = "~/.cache/nlp_lstm"
+
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("dim",), probabilities=("static_swap",))
+        if self.lr_scale < 0:
+            raise ConfigError(f"lr_scale must be 0 or more, got {self.lr_scale}")
+        if self.static_swap and not self.static_channel:
+            raise ConfigError("static_swap needs static_channel=true")
 
 
 @dataclass
@@ -272,10 +280,6 @@ def build_vocab_and_vectors(
     With ``config.cache_dir`` set, the result is cached under a key of the vector source
     and the candidate words, so later runs skip reading the vectors.
     """
-    if not 0.0 <= config.static_swap < 1.0:
-        raise ConfigError(f"embeddings.static_swap must be in [0, 1), got {config.static_swap}")
-    if config.static_swap and not config.static_channel:
-        raise ConfigError("embeddings.static_swap needs embeddings.static_channel=true")
     generator = torch.Generator().manual_seed(seed)
     if config.format == "none":
         vocab = Vocab.from_counts(train_counts, min_freq=min_freq)

@@ -7,11 +7,14 @@ ids, row 0 the all-padding word) and are scattered back to token positions with
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
+
+if TYPE_CHECKING:
+    from nlp_lstm.data.vectors import EmbeddingsConfig
 
 CharEncoderKind = Literal["cnn", "lstm", "none"]
 
@@ -124,6 +127,28 @@ class TokenEmbedder(nn.Module):
         self.word_dropout = word_dropout
         self.static_swap = static_swap
         self.unk_id = unk_id
+
+    @classmethod
+    def from_config(
+        cls, vectors: Tensor, embeddings: EmbeddingsConfig, model: Any, num_chars: int
+    ) -> TokenEmbedder:
+        """The embedder a word-level model's config describes: ``embeddings`` says how the
+        word vectors are used, ``model`` (a :class:`nlp_lstm.tasks.words.WordModelConfig`)
+        the char features and dropouts."""
+        return cls(
+            vectors,
+            freeze=embeddings.freeze,
+            lr_scale=embeddings.lr_scale,
+            static_channel=embeddings.static_channel,
+            static_swap=embeddings.static_swap,
+            num_chars=num_chars,
+            char=model.char,
+            char_dim=model.char_dim,
+            char_hidden=model.char_hidden,
+            char_kernel=model.char_kernel,
+            dropout=model.dropout,
+            word_dropout=model.word_dropout,
+        )
 
     def forward(
         self,

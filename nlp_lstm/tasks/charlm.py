@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nlp_lstm.config import to_dataclass
+from nlp_lstm.config import check_fields, to_dataclass
 from nlp_lstm.contract import Job, Predictor, Split
 from nlp_lstm.data.text import IGNORE, CharBatch, CharStreams, CharWindows, split_text
 from nlp_lstm.data.vocab import Vocab
@@ -69,6 +69,9 @@ class CharLMDataConfig:
     # window starts without context and windows are shuffled
     eval_streams: int = 16  # dev/test text as this many streams (whatever the batch size)
 
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("seq_len", "eval_streams"))
+
 
 @dataclass
 class CharLMModelConfig:
@@ -81,6 +84,15 @@ class CharLMModelConfig:
     cell: CellKind = "lstm"
     tie_weights: bool = False  # share the input and output char matrices (needs equal sizes)
 
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("embedding_dim", "hidden_size", "num_layers"),
+                     probabilities=("dropout",))  # fmt: skip
+        if self.tie_weights and self.embedding_dim != self.hidden_size:
+            raise ConfigError(
+                "tie_weights needs embedding_dim == hidden_size "
+                f"({self.embedding_dim} != {self.hidden_size})"
+            )
+
 
 @dataclass
 class SampleConfig:
@@ -92,6 +104,10 @@ class SampleConfig:
     top_k: int = 0  # 0 = no top-k cut
     top_p: float = 1.0  # 1 = no nucleus cut
     seed: int | None = None  # None: trainer.seed
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_sampling(self.length, self.temperature, self.top_k, self.top_p)
 
 
 SCHEMAS = {"data": CharLMDataConfig, "model": CharLMModelConfig, "sample": SampleConfig}
@@ -122,12 +138,7 @@ class CharLanguageModel(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
         self.output = nn.Linear(config.hidden_size, num_chars)
-        if config.tie_weights:
-            if config.embedding_dim != config.hidden_size:
-                raise ConfigError(
-                    "model.tie_weights needs model.embedding_dim == model.hidden_size "
-                    f"({config.embedding_dim} != {config.hidden_size})"
-                )
+        if config.tie_weights:  # CharLMModelConfig checked the sizes
             self.output.weight = self.embedding.weight
         self.carried = None  # the state at the end of the last stream batch
 
@@ -255,8 +266,6 @@ def setup(cfg: DictConfig, run_dir: Path | None):
     """Read the text, build the char vocabulary, the windows and the model: the training Job."""
     data, model_cfg, _, trainer = task_configs(cfg, run_dir, CharLMDataConfig, CharLMModelConfig)
     monitor = task_monitor(cfg, METRICS)
-    if data.seq_len < 1:
-        raise ConfigError(f"data.seq_len must be at least 1, got {data.seq_len}")
     train_text, dev_text, dev_name = read_corpus(data)
     chars = Vocab(sorted(set(train_text)))
     if len(dev_text) < 2:
@@ -306,9 +315,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def _sample_config(cfg: DictConfig) -> SampleConfig:
-    sample = to_dataclass(SampleConfig, cfg.get("sample"), "sample")
-    check_sampling(sample.length, sample.temperature, sample.top_k, sample.top_p)
-    return sample
+    return to_dataclass(SampleConfig, cfg.get("sample"), "sample")
 
 
 def _start(chars: Vocab) -> str:
@@ -402,10 +409,11 @@ class Generator(Predictor):
 
 def check_sampling(length: int, temperature: float, top_k: int, top_p: float) -> None:
     """Sampling settings in range, or a ValueError naming the one that is not."""
-    if length < 0 or temperature < 0 or top_k < 0:
-        raise ConfigError("sample.length, sample.temperature and sample.top_k must be >= 0")
+    for name, value in (("length", length), ("temperature", temperature), ("top_k", top_k)):
+        if value < 0:
+            raise ConfigError(f"{name} must be >= 0, got {value}")
     if not 0.0 < top_p <= 1.0:
-        raise ConfigError(f"sample.top_p must be in (0, 1], got {top_p}")
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")
 
 
 def load(

@@ -18,7 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from nlp_lstm.checkpoint import Bundle, Checkpoint, load_checkpoint
-from nlp_lstm.config import plain, to_dataclass
+from nlp_lstm.config import check_fields, plain, to_dataclass
 from nlp_lstm.contract import Job, Monitor, choose_monitor
 from nlp_lstm.data.vectors import EmbeddingsConfig, pretrained_rows_for
 from nlp_lstm.data.vocab import Vocab
@@ -42,6 +42,9 @@ class TaskConfig:
 
     name: str
     monitor: str
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def task_monitor(cfg: DictConfig, metrics: dict[str, Literal["max", "min"]]) -> Monitor:
@@ -131,7 +134,7 @@ def eval_batch_size(bundle: Bundle) -> int:
 
 def predictor_for_run(cfg: DictConfig, task: str):
     """The predictor of ``ckpt=PATH`` for a test/predict/export run, on this run's device,
-    precision and evaluation batch size (``trainer.*``, which also sets torch's threads)."""
+    precision and evaluation batch size (``trainer.*``)."""
     from nlp_lstm.config import task_module
 
     trainer = make_trainer(cfg, None)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nlp_lstm.config import to_dataclass
+from nlp_lstm.config import check_fields, to_dataclass
 from nlp_lstm.contract import Job, Predictor, Split
 from nlp_lstm.data.series import (
     Scaler,
@@ -82,6 +82,9 @@ class ForecastDataConfig:
     horizon: int = 96
     split: SplitKind = "auto"  # auto: ett_hourly for ETTh* files, else ratio (70/10/20)
 
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("look_back", "horizon"))
+
 
 @dataclass
 class ForecastModelConfig:
@@ -102,6 +105,15 @@ class ForecastModelConfig:
     loss: Literal["mse", "mae", "huber"] = "huber"  # chosen on validation MSE (README)
     huber_delta: float = 1.0
     members: int = 3  # forecasters trained side by side, forecasts averaged (README)
+
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("hidden_size", "num_layers", "segment", "members"),
+                     probabilities=("dropout",))  # fmt: skip
+        independent = self.channels == "independent"
+        if self.linear_skip and not independent:
+            raise ConfigError("linear_skip needs channels=independent")
+        if self.head == "segments" and (self.bidirectional or not independent):
+            raise ConfigError("head=segments needs bidirectional=false and channels=independent")
 
 
 SCHEMAS = {"data": ForecastDataConfig, "model": ForecastModelConfig}  # conf/ holds what differs
@@ -169,14 +181,10 @@ class LSTMForecaster(nn.Module):
         self, config: ForecastModelConfig, inputs: int, targets: int, look_back: int, horizon: int
     ) -> None:
         super().__init__()
-        if config.segment < 1 or look_back % config.segment:
+        if look_back % config.segment:
             raise ConfigError(
                 f"model.segment={config.segment} must divide data.look_back={look_back}"
             )
-        if config.hidden_size < 1 or config.num_layers < 1:
-            raise ConfigError("model.hidden_size and model.num_layers must be at least 1")
-        if not 0.0 <= config.dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1), got {config.dropout}")
         self.independent = config.channels == "independent"
         if self.independent and inputs != targets:
             raise ConfigError(
@@ -200,15 +208,8 @@ class LSTMForecaster(nn.Module):
             pooling="last",
         )
         self.skip = nn.Linear(look_back, horizon) if config.linear_skip else None
-        if self.skip is not None and not self.independent:
-            raise ConfigError("model.linear_skip needs model.channels=independent")
         self.decoder: SegmentDecoder | None = None
         if config.head == "segments":
-            if config.bidirectional or not self.independent:
-                raise ConfigError(
-                    "model.head=segments needs model.bidirectional=false and "
-                    "model.channels=independent"
-                )
             self.decoder = SegmentDecoder(
                 self.encoder.rnn, config.hidden_size, horizon, config.segment, targets
             )
@@ -280,8 +281,6 @@ def build_forecaster(
     config: ForecastModelConfig, inputs: int, targets: int, look_back: int, horizon: int
 ) -> ForecastModel:
     """One forecaster, or ``model.members`` of them as a :class:`ForecastEnsemble`."""
-    if config.members < 1:
-        raise ConfigError(f"model.members must be at least 1, got {config.members}")
     members = [
         LSTMForecaster(config, inputs, targets, look_back, horizon) for _ in range(config.members)
     ]
@@ -391,8 +390,6 @@ def prepare(
 ) -> Prepared:
     """Split by rows, scale (fitting the scaler on train rows unless one is given), cut
     windows, and fit the linear baseline on the train windows."""
-    if data.look_back < 1 or data.horizon < 1:
-        raise ConfigError("data.look_back and data.horizon must be at least 1")
     kind = split_kind(data.split, series.path)
     rows = split_rows(kind, len(series), data.look_back)
     for name, (start, end) in rows.items():

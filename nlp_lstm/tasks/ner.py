@@ -1,13 +1,16 @@
 """Named-entity recognition: word + char features -> BiLSTM -> CRF, on CoNLL files.
 
-corpus (CoNLL) -> vocab + tag set -> bucketed batches -> TokenEmbedder -> BiLSTMEncoder
--> TaggingHead (CRF, constrained Viterbi) -> entity P/R/F1 (seqeval).
+corpus (CoNLL) -> vocab + tag set -> the word-level pipeline (:mod:`nlp_lstm.tasks.words`:
+batches, TokenEmbedder, BiLSTMEncoder) -> TaggingHead (CRF, constrained Viterbi) -> entity
+P/R/F1 (conlleval's rules, equal to seqeval's default mode).
+
+This file holds what makes the task: its configs, the tagger model, its scoring, raw-text
+tagging with entity probabilities (:class:`Tagger`), and its CLI modes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,15 +20,11 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Predictor, Split, length_batches
+from nlp_lstm.config import check_fields
+from nlp_lstm.contract import Job, Split, length_batches
 from nlp_lstm.data.batching import (
     MAX_WORD_CHARS,
-    WordChars,
-    lengths_mask,
     move_batch,
-    pad,
-    round_up,
 )
 from nlp_lstm.data.conll import (
     Sentence,
@@ -37,21 +36,18 @@ from nlp_lstm.data.conll import (
     to_iob2,
 )
 from nlp_lstm.data.rawtext import Token, split_sentences, tokenize
-from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
+from nlp_lstm.data.vectors import EmbeddingsConfig
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError, DataError
 from nlp_lstm.export import EmbedderGraph, PaddedRNN, export_config, graph_inputs
 from nlp_lstm.files import read_lines
 from nlp_lstm.modules.crf import CRF, chunk_log_probs, forward_backward, tag_marginals
-from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
-from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import CRFImpl, TaggingHead
 from nlp_lstm.tasks.common import (
     check_output_format,
     checkpoint_for,
     eval_batch_size,
     export_model,
-    extend_with_pretrained,
     fit,
     input_lines_path,
     json_line,
@@ -67,6 +63,14 @@ from nlp_lstm.tasks.common import (
     task_configs,
     task_monitor,
     word_placeholder,
+)
+from nlp_lstm.tasks.words import (
+    WordBatch,
+    WordModelConfig,
+    WordPredictor,
+    build_word_vocabs,
+    word_encoder,
+    word_split,
 )
 from nlp_lstm.train.metrics import entity_chunks, entity_scores, per_type_table
 from nlp_lstm.train.trainer import resolve_device
@@ -96,19 +100,17 @@ class NERDataConfig:
     # 4x): recurring shapes keep the heap from fragmenting (README: memory); 1: exact shapes
     pad_multiple: int = 8
 
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("min_freq", "pad_multiple"))
+
 
 @dataclass
-class NERModelConfig:
-    """The ``model`` group for NER (see conf/model/bilstm_crf.yaml)."""
+class NERModelConfig(WordModelConfig):
+    """The ``model`` group for NER (see conf/model/bilstm_crf.yaml): the word-level
+    encoder's settings, with NER's defaults, and the CRF's."""
 
     hidden_size: int = 200
-    num_layers: int = 1
     dropout: float = 0.5
-    cell: CellKind = "lstm"
-    char: CharEncoderKind = "cnn"
-    char_dim: int = 30
-    char_hidden: int = 50
-    char_kernel: int = 3
     word_dropout: float = 0.05
     crf: bool = True
     crf_impl: CRFImpl = "fast"
@@ -116,84 +118,6 @@ class NERModelConfig:
 
 SCHEMAS = {"data": NERDataConfig, "model": NERModelConfig}  # conf/ holds what differs
 METRICS = {"f1": "max", "precision": "max", "recall": "max"}
-
-
-# ---------------------------------------------------------------------------- batches
-
-
-@dataclass
-class TaggingBatch:
-    """Padded sentences. ``chars`` holds the batch's unique words (row 0: padding) and
-    ``char_index`` points each token at its row. ``tags`` is None when unlabelled."""
-
-    words: Tensor  # (B, T)
-    chars: Tensor  # (U, L)
-    char_lengths: Tensor  # (U,) on the CPU
-    char_index: Tensor  # (B, T)
-    mask: Tensor  # (B, T) bool
-    lengths: Tensor  # (B,) on the CPU
-    indices: Tensor  # (B,) positions in the dataset
-    tags: Tensor | None = None  # (B, T)
-
-
-class TaggingCollator:
-    """Turns dataset positions into a :class:`TaggingBatch`.
-
-    The sentence and word lengths of a batch are padded up to a multiple of ``pad_multiple``
-    and its count of unique words (the char encoder's rows) to a multiple of 4x that (1: exact
-    shapes), so that batch shapes recur instead of being new at nearly every step.
-    """
-
-    def __init__(
-        self,
-        sentences: list[list[str]],
-        tag_ids: list[list[int]] | None,
-        words: Vocab,
-        chars: Vocab,
-        pad_multiple: int = 1,
-        word_chars: WordChars | None = None,
-    ) -> None:
-        # word_chars: one kept across collators (a predictor's), else a new one
-        self.word_chars = word_chars or WordChars(chars, pad_multiple)  # checks pad_multiple
-        self.pad_multiple = pad_multiple
-        self.sentences = sentences
-        self.tag_ids = tag_ids
-        self.words = words
-        self.word_ids = [words.encode(s) for s in sentences]
-        self.lengths = [len(s) for s in sentences]
-
-    def __call__(self, indices: list[int]) -> TaggingBatch:
-        indices = sorted(indices, key=lambda i: -self.lengths[i])  # longest first: cheap packing
-        lengths = torch.tensor([self.lengths[i] for i in indices])
-        width = round_up(int(lengths.max()), self.pad_multiple)
-        chars, char_lengths, char_index = self.word_chars(
-            [self.sentences[i] for i in indices], width
-        )
-        return TaggingBatch(
-            words=pad([self.word_ids[i] for i in indices], length=width),
-            chars=chars,
-            char_lengths=char_lengths,
-            char_index=char_index,
-            mask=lengths_mask(lengths, width),
-            lengths=lengths,
-            indices=torch.tensor(indices),
-            tags=pad([self.tag_ids[i] for i in indices], length=width)
-            if self.tag_ids is not None
-            else None,
-        )
-
-
-def tagging_split(
-    sentences: list[Sentence],
-    tag_ids: list[list[int]] | None,
-    words: Vocab,
-    chars: Vocab,
-    pad_multiple: int = 1,
-) -> Split:
-    """A split of sentences (their gold tags, if any, in IOB2) for the Trainer."""
-    tokens = [s.tokens for s in sentences]
-    collator = TaggingCollator(tokens, tag_ids, words, chars, pad_multiple)
-    return Split(sentences, collator.lengths, collator)
 
 
 # ---------------------------------------------------------------------------- model
@@ -212,46 +136,26 @@ class BiLSTMCRFTagger(nn.Module):
         scheme: str,
     ) -> None:
         super().__init__()
-        self.embedder = TokenEmbedder(
-            vectors,
-            freeze=embeddings.freeze,
-            lr_scale=embeddings.lr_scale,
-            static_channel=embeddings.static_channel,
-            static_swap=embeddings.static_swap,
-            num_chars=num_chars,
-            char=config.char,
-            char_dim=config.char_dim,
-            char_hidden=config.char_hidden,
-            char_kernel=config.char_kernel,
-            dropout=config.dropout,
-            word_dropout=config.word_dropout,
-        )
-        self.encoder = BiLSTMEncoder(
-            self.embedder.output_size,
-            config.hidden_size,
-            config.num_layers,
-            config.dropout,
-            config.cell,
-        )
+        self.embedder, self.encoder = word_encoder(config, vectors, embeddings, num_chars)
         constraints = tuple(torch.tensor(m) for m in allowed_transitions(tags, scheme))
         self.head = TaggingHead(
             self.encoder.output_size, len(tags), config.crf, config.crf_impl, constraints
         )
 
-    def states(self, batch: TaggingBatch) -> Tensor:
+    def states(self, batch: WordBatch) -> Tensor:
         embedded = self.embedder(batch.words, batch.chars, batch.char_index, batch.char_lengths)
         return self.encoder(embedded, batch.lengths, batch.mask).states
 
-    def forward(self, batch: TaggingBatch) -> tuple[Tensor, int]:
+    def forward(self, batch: WordBatch) -> tuple[Tensor, int]:
         """Negative log-likelihood summed over the batch's sentences, and their count."""
-        return self.head.loss(self.states(batch), batch.tags, batch.mask), batch.mask.shape[0]
+        return self.head.loss(self.states(batch), batch.targets, batch.mask), batch.mask.shape[0]
 
-    def decode(self, batch: TaggingBatch) -> Tensor:
+    def decode(self, batch: WordBatch) -> Tensor:
         """Best tag ids ``(B, T)`` (constrained Viterbi with a CRF), 0 at padding."""
         return self.head.decode(self.states(batch), batch.mask)
 
 
-def predict(model: BiLSTMCRFTagger, batch: TaggingBatch) -> list[list[int]]:
+def predict(model: BiLSTMCRFTagger, batch: WordBatch) -> list[list[int]]:
     """Tag ids of each sentence of the batch."""
     paths = model.decode(batch).cpu().tolist()
     return [path[:length] for path, length in zip(paths, batch.lengths.tolist(), strict=True)]
@@ -275,10 +179,6 @@ def make_score(tags: Vocab, scheme: str):
 
 def _read(path: Path, data: NERDataConfig, what: str) -> list[Sentence]:
     return read_conll(path, data.token_column, data.tag_column, what=what)
-
-
-def _data_config(cfg: DictConfig) -> NERDataConfig:
-    return to_dataclass(NERDataConfig, cfg.data, "data")
 
 
 def _with_iob2_tags(sentences: list[Sentence]) -> list[Sentence]:
@@ -309,26 +209,27 @@ def setup(cfg: DictConfig, run_dir: Path | None):
         specials=(),
     )
 
-    counts = Counter(token for s in train_sents for token in s.tokens)
-    extra = (
-        [token for s in dev_sents + test_sents for token in s.tokens] if data.extend_vocab else []
-    )
-    words, vectors, coverage = build_vocab_and_vectors(
-        counts, extra, emb_cfg, data.min_freq, trainer.config.seed
-    )
+    extra = dev_sents + test_sents if data.extend_vocab else []
+    vocabs = build_word_vocabs([s.tokens for s in train_sents], [s.tokens for s in extra],
+                               emb_cfg, data.min_freq, trainer.config.seed)  # fmt: skip
+    words, chars = vocabs.words, vocabs.chars
     log.info("vocab %d words, %d tags %s", len(words), len(tag_vocab), tag_vocab.itos)
-    log.info("embeddings %s: %s", emb_cfg.name, coverage.summary())
-    chars = Vocab.from_counts(Counter(c for s in train_sents for token in s.tokens for c in token))
-
-    model = BiLSTMCRFTagger(
-        model_cfg, vectors, emb_cfg, len(chars), tag_vocab.itos, data.tag_scheme
-    )
+    dev_sents = _with_iob2_tags(dev_sents)
     job = Job(
-        model=model,
-        train=tagging_split(
-            train_sents, [tag_vocab.encode(t) for t in train_tags], words, chars, data.pad_multiple
+        model=BiLSTMCRFTagger(
+            model_cfg, vocabs.vectors, emb_cfg, len(chars), tag_vocab.itos, data.tag_scheme
         ),
-        dev=tagging_split(_with_iob2_tags(dev_sents), None, words, chars, data.pad_multiple),
+        train=word_split(
+            [s.tokens for s in train_sents],
+            [tag_vocab.encode(t) for t in train_tags],
+            words,
+            chars,
+            data.pad_multiple,
+            examples=train_sents,
+        ),  # fmt: skip
+        dev=word_split(
+            [s.tokens for s in dev_sents], None, words, chars, data.pad_multiple, examples=dev_sents
+        ),  # fmt: skip
         predict=predict,
         score=make_score(tag_vocab, data.tag_scheme),
         monitor=monitor,
@@ -390,7 +291,7 @@ def chunk_masks(tags: list[str], kinds: list[str]) -> tuple[Tensor, Tensor]:
     return opens[index], continues[index]
 
 
-class Tagger(Predictor):
+class Tagger(WordPredictor):
     """The NER predictor: raw text (or token lists) in, entities with character offsets
     and probabilities out. ``tagger("Peter Blackburn visited Berlin.")`` -> a list of
     :class:`Entity`; ``tagger([text, ...])`` -> one list per text; a token list
@@ -399,23 +300,17 @@ class Tagger(Predictor):
 
     Raw text is cut into tokens and sentences as CoNLL-2003 is
     (:mod:`nlp_lstm.data.rawtext`), and tagged sentence by sentence, batched by length.
-    Words never seen in training get their pretrained vector when one exists (the
-    vocabulary grows as the predictor meets them; results do not depend on call order).
+    Words never seen in training get their pretrained vector when one exists.
     """
 
     task = "ner"
     input_kind = "a str (raw text) or a list of str (tokens)"
+    data_config, model_config = NERDataConfig, NERModelConfig
 
     def __init__(self, model: BiLSTMCRFTagger, bundle, device, batch_size=64, precision="32"):
         super().__init__(model, bundle, device, batch_size, precision)
-        data, _, self.embeddings = saved_configs(bundle, NERDataConfig, NERModelConfig)
-        self.extend_vocab, self.pad_multiple = data.extend_vocab, data.pad_multiple
-        self.words = Vocab.from_list(bundle.vocabs["words"])
-        self.chars = Vocab.from_list(bundle.vocabs["chars"])
         self.tags = Vocab.from_list(bundle.vocabs["tags"], specials=())
         self.scheme = bundle.extras["scheme"]
-        self.looked_up: set[str] = set()  # words searched for in the pretrained vectors
-        self.word_chars = WordChars(self.chars, self.pad_multiple)  # its char ids, cached
 
     @property
     def tag_set(self) -> list[str]:
@@ -452,23 +347,11 @@ class Tagger(Predictor):
             return self.tag([inputs], marginals)[0]
         return self.predict(inputs, marginals=marginals, whole=True)
 
-    def split(self, sentences: list[Sentence]) -> Split:
-        """A split of tokenised sentences for ``Trainer.evaluate`` (``mode=test``)."""
-        self._grow_vocab([s.tokens for s in sentences])
-        return tagging_split(sentences, None, self.words, self.chars, self.pad_multiple)
-
     # ------------------------------------------------------------------ internals
-
-    def _grow_vocab(self, sentences: list[list[str]]) -> None:
-        if self.extend_vocab:
-            self.words = extend_with_pretrained(
-                self.words, self.model.embedder, sentences, self.embeddings, self.looked_up
-            )
 
     def _tag(self, inputs: list, marginals: bool) -> list[TaggedText]:
         pieces = [cut_input(item) for item in inputs]  # (text, tokens, sentence ranges)
         words = [[t.text for t in tokens[a:b]] for _, tokens, ranges in pieces for a, b in ranges]
-        self._grow_vocab(words)
         tagged = self._tag_sentences(words, marginals)
         results, done = [], 0
         for text, tokens, ranges in pieces:
@@ -493,11 +376,9 @@ class Tagger(Predictor):
         """``(IOB2 tags, entities, marginals or None)`` of each token list, in order,
         batched by length."""
         out: list[tuple] = [None] * len(sentences)
-        collator = TaggingCollator(
-            sentences, None, self.words, self.chars, self.pad_multiple, self.word_chars
-        )
-        for positions in length_batches(collator.lengths, self.batch_size):
-            batch = move_batch(collator(positions), self.device)
+        split = self.split(sentences)
+        for positions in length_batches(split.lengths, self.batch_size):
+            batch = move_batch(split.collate(positions), self.device)
             with self.inference():
                 paths, chunks, table = decode_with_scores(self.model, batch, self.tags.itos,
                                                           self.scheme, marginals)  # fmt: skip
@@ -523,7 +404,7 @@ def cut_input(item: str | list[str]) -> tuple[str, list[Token], list[tuple[int, 
     return " ".join(item), tokens, [(0, len(tokens))] if tokens else []
 
 
-def decode_with_scores(model: BiLSTMCRFTagger, batch: TaggingBatch, tags: list[str], scheme: str,
+def decode_with_scores(model: BiLSTMCRFTagger, batch: WordBatch, tags: list[str], scheme: str,
                        marginals: bool = False):  # fmt: skip
     """Each sentence's best tags (in IOB2), its entities ``(type, first, last,
     probability)`` and (with ``marginals``) the tag marginals ``(B, T, K)`` as a NumPy
@@ -585,9 +466,8 @@ def test(cfg: DictConfig, run_dir: Path) -> None:
     data = run_settings(checkpoint.bundle, cfg, NERDataConfig)
     path = require_file(data.test, "test file (data.test)", CORPUS_HINT)
     sentences = _with_iob2_tags(_read(path, data, "test file"))
-    scores = trainer.evaluate(
-        tagger.model, tagger.split(sentences), predict, make_score(tagger.tags, tagger.scheme)
-    )
+    split = tagger.split([s.tokens for s in sentences], examples=sentences)
+    scores = trainer.evaluate(tagger.model, split, predict, make_score(tagger.tags, tagger.scheme))
     report(scores, run_dir / "test_metrics.json")
 
 

@@ -1,13 +1,13 @@
 """Sentence classification (sentiment): word vectors -> BiLSTM -> attention pooling -> classes.
 
-corpus (CSV/TSV/JSONL via datasets) -> vocab + label set -> bucketed batches ->
-TokenEmbedder -> BiLSTMEncoder (attention pooling) -> ClassifierHead -> accuracy, macro-F1.
+corpus (CSV/TSV/JSONL via datasets) -> vocab + label set -> the word-level pipeline
+(:mod:`nlp_lstm.tasks.words`: batches, TokenEmbedder, BiLSTMEncoder with attention pooling)
+-> ClassifierHead -> accuracy, macro-F1.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +16,11 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nlp_lstm.config import to_dataclass
-from nlp_lstm.contract import Job, Predictor, Split, length_batches
+from nlp_lstm.config import check_fields
+from nlp_lstm.contract import Job, Split, length_batches
 from nlp_lstm.data.batching import (
     MAX_WORD_CHARS,
-    WordChars,
-    check_pad_multiple,
-    lengths_mask,
     move_batch,
-    pad,
-    round_up,
 )
 from nlp_lstm.data.tables import (
     PTB_BRACKETS,
@@ -35,13 +30,11 @@ from nlp_lstm.data.tables import (
     read_labelled,
     tokenize_spans,
 )
-from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors
+from nlp_lstm.data.vectors import EmbeddingsConfig
 from nlp_lstm.data.vocab import Vocab
-from nlp_lstm.errors import DataError
+from nlp_lstm.errors import ConfigError, DataError
 from nlp_lstm.export import EmbedderGraph, PaddedRNN, export_config, graph_inputs
 from nlp_lstm.files import read_lines
-from nlp_lstm.modules.embeddings import CharEncoderKind, TokenEmbedder
-from nlp_lstm.modules.encoder import BiLSTMEncoder, CellKind
 from nlp_lstm.modules.heads import ClassifierHead
 from nlp_lstm.modules.pooling import PoolingKind, masked_max, masked_mean
 from nlp_lstm.tasks.common import (
@@ -49,7 +42,6 @@ from nlp_lstm.tasks.common import (
     checkpoint_for,
     eval_batch_size,
     export_model,
-    extend_with_pretrained,
     fit,
     input_lines_path,
     json_line,
@@ -66,6 +58,14 @@ from nlp_lstm.tasks.common import (
     task_configs,
     task_monitor,
     word_placeholder,
+)
+from nlp_lstm.tasks.words import (
+    WordBatch,
+    WordModelConfig,
+    WordPredictor,
+    build_word_vocabs,
+    word_encoder,
+    word_split,
 )
 from nlp_lstm.train.metrics import classification_scores
 from nlp_lstm.train.plots import plot_confusion
@@ -102,85 +102,28 @@ class SentimentDataConfig:
     # length; unique words: 4x), as for NER: recurring shapes keep the heap whole; 1: exact
     pad_multiple: int = 8
 
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("min_freq", "pad_multiple"))
+
 
 @dataclass
-class SentimentModelConfig:
-    """The ``model`` group for sentence classification."""
+class SentimentModelConfig(WordModelConfig):
+    """The ``model`` group for sentence classification: the word-level encoder's settings,
+    with the measured SST-2 recipe's defaults (README), and the pooling and classifier."""
 
     hidden_size: int = 300  # per direction; 300 beat 150 on phrase-level SST-2 (README)
-    num_layers: int = 1
     dropout: float = 0.3  # with chars and the static swap: the measured SST-2 recipe (README)
-    cell: CellKind = "lstm"
     pooling: PoolingKind = "attention"
     classifier_hidden: int = 0
-    word_dropout: float = 0.0
-    char: CharEncoderKind = "cnn"  # cnn | lstm | none: char features beside the word vectors
-    char_dim: int = 30
-    char_hidden: int = 50
-    char_kernel: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.classifier_hidden < 0:
+            raise ConfigError(f"classifier_hidden must be 0 or more, got {self.classifier_hidden}")
 
 
 SCHEMAS = {"data": SentimentDataConfig, "model": SentimentModelConfig}  # conf/ holds what differs
 METRICS = {"accuracy": "max", "macro_f1": "max"}
-
-
-@dataclass
-class TextBatch:
-    """Padded token ids with their labels (None when unlabelled). With char features,
-    ``chars`` holds the batch's unique words (row 0: padding) and ``char_index`` points each
-    token at its row (see :class:`nlp_lstm.data.batching.WordChars`); else they are None."""
-
-    words: Tensor  # (B, T)
-    mask: Tensor  # (B, T)
-    lengths: Tensor  # (B,) on the CPU
-    indices: Tensor  # (B,)
-    labels: Tensor | None = None  # (B,)
-    chars: Tensor | None = None  # (U, L)
-    char_lengths: Tensor | None = None  # (U,) on the CPU
-    char_index: Tensor | None = None  # (B, T)
-
-
-class TextCollator:
-    """Turns dataset positions into a :class:`TextBatch`. The sentence length of a batch
-    (and its char rows, see :class:`WordChars`) are padded up to a multiple of
-    ``pad_multiple`` (1: exact shapes)."""
-
-    def __init__(
-        self,
-        sentences: list[list[str]],
-        labels: list[int] | None,
-        words: Vocab,
-        chars: Vocab | None = None,
-        pad_multiple: int = 1,
-    ) -> None:
-        check_pad_multiple(pad_multiple)
-        self.pad_multiple = pad_multiple
-        self.word_chars = WordChars(chars, pad_multiple) if chars is not None else None
-        self.sentences = sentences
-        self.word_ids = [words.encode(s) for s in sentences]
-        self.labels = labels
-        self.lengths = [len(s) for s in sentences]
-
-    def __call__(self, indices: list[int]) -> TextBatch:
-        indices = sorted(indices, key=lambda i: -self.lengths[i])  # longest first: cheap packing
-        lengths = torch.tensor([self.lengths[i] for i in indices])
-        width = round_up(int(lengths.max()), self.pad_multiple)
-        chars = char_lengths = char_index = None
-        if self.word_chars is not None:
-            sentences = [self.sentences[i] for i in indices]
-            chars, char_lengths, char_index = self.word_chars(sentences, width)
-        return TextBatch(
-            words=pad([self.word_ids[i] for i in indices], length=width),
-            mask=lengths_mask(lengths, width),
-            lengths=lengths,
-            indices=torch.tensor(indices),
-            labels=torch.tensor([self.labels[i] for i in indices])
-            if self.labels is not None
-            else None,
-            chars=chars,
-            char_lengths=char_lengths,
-            char_index=char_index,
-        )
 
 
 class AttentionClassifier(nn.Module):
@@ -195,42 +138,23 @@ class AttentionClassifier(nn.Module):
         num_chars: int = 0,
     ) -> None:
         super().__init__()
-        self.embedder = TokenEmbedder(
-            vectors,
-            freeze=embeddings.freeze,
-            lr_scale=embeddings.lr_scale,
-            static_channel=embeddings.static_channel,
-            static_swap=embeddings.static_swap,
-            num_chars=num_chars,
-            char=config.char,
-            char_dim=config.char_dim,
-            char_hidden=config.char_hidden,
-            char_kernel=config.char_kernel,
-            dropout=config.dropout,
-            word_dropout=config.word_dropout,
-        )
-        self.encoder = BiLSTMEncoder(
-            self.embedder.output_size,
-            config.hidden_size,
-            config.num_layers,
-            config.dropout,
-            config.cell,
-            pooling=config.pooling,
+        self.embedder, self.encoder = word_encoder(
+            config, vectors, embeddings, num_chars, pooling=config.pooling
         )
         self.head = ClassifierHead(
             self.encoder.output_size, num_classes, config.classifier_hidden, config.dropout
         )
 
-    def scores(self, batch: TextBatch) -> tuple[Tensor, Tensor | None]:
+    def scores(self, batch: WordBatch) -> tuple[Tensor, Tensor | None]:
         """Class scores ``(B, C)`` and attention weights ``(B, T)`` (None without attention)."""
         embedded = self.embedder(batch.words, batch.chars, batch.char_index, batch.char_lengths)
         out = self.encoder(embedded, batch.lengths, batch.mask)
         return self.head(out.pooled), out.attention
 
-    def forward(self, batch: TextBatch) -> tuple[Tensor, int]:
+    def forward(self, batch: WordBatch) -> tuple[Tensor, int]:
         """Cross-entropy summed over the batch's sentences, and their count."""
         logits, _ = self.scores(batch)
-        return F.cross_entropy(logits.float(), batch.labels, reduction="sum"), len(batch.labels)
+        return F.cross_entropy(logits.float(), batch.targets, reduction="sum"), len(batch.targets)
 
 
 @dataclass
@@ -242,7 +166,7 @@ class Classified:
     attention: list[float] | None
 
 
-def predict(model: AttentionClassifier, batch: TextBatch) -> list[Classified]:
+def predict(model: AttentionClassifier, batch: WordBatch) -> list[Classified]:
     """Class, probabilities and attention weights of each sentence of the batch."""
     logits, weights = model.scores(batch)
     probs = torch.softmax(logits.float(), -1).cpu().tolist()
@@ -263,27 +187,7 @@ def make_score(num_classes: int):
     return score
 
 
-def text_split(
-    sentences: list[list[str]],
-    labels: list[int] | None,
-    words: Vocab,
-    examples=None,
-    chars: Vocab | None = None,
-    pad_multiple: int = 1,
-) -> Split:
-    """A split of tokenised sentences for the Trainer; its examples are the gold label ids,
-    or ``examples`` (for unlabelled text, whatever identifies each line). ``chars``: the
-    char vocabulary of a model with char features; ``pad_multiple``: see
-    :class:`TextCollator`."""
-    collator = TextCollator(sentences, labels, words, chars, pad_multiple)
-    return Split(examples if examples is not None else labels, collator.lengths, collator)
-
-
 # ---------------------------------------------------------------------------- corpus
-
-
-def _data_config(cfg: DictConfig) -> SentimentDataConfig:
-    return to_dataclass(SentimentDataConfig, cfg.data, "data")
 
 
 def read_split(data: SentimentDataConfig, which: str) -> LabelledTexts:
@@ -340,49 +244,28 @@ def setup(cfg: DictConfig, run_dir: Path | None):
     if len(labels) < 2:
         raise DataError(train_texts.path, None, f"needs at least two labels, found {labels.itos}")
 
-    counts = Counter(t for s in train_texts.tokens for t in s)
-    extra = (
-        [t for s in dev_texts.tokens + (test_texts.tokens if test_texts else []) for t in s]
-        if data.extend_vocab
-        else []
-    )
-    words, vectors, coverage = build_vocab_and_vectors(
-        counts, extra, emb_cfg, data.min_freq, trainer.config.seed
-    )
-    log.info(
-        "%d training sentences, %d dev; labels %s; vocab %d words",
-        len(train_texts.tokens),
-        len(dev_texts.tokens),
-        labels.itos,
-        len(words),
-    )
-    log.info("embeddings %s: %s", emb_cfg.name, coverage.summary())
-    vocabs = {"words": words, "labels": labels}
-    chars = None
-    if model_cfg.char != "none":
-        chars = vocabs["chars"] = Vocab.from_counts(
-            Counter(c for s in train_texts.tokens for t in s for c in t)
-        )
-
+    extra = dev_texts.tokens + (test_texts.tokens if test_texts else [])
+    vocabs = build_word_vocabs(train_texts.tokens, extra if data.extend_vocab else [], emb_cfg,
+                               data.min_freq, trainer.config.seed, chars=model_cfg.char != "none")  # fmt: skip
+    words, chars = vocabs.words, vocabs.chars
+    log.info("%d training sentences, %d dev; labels %s; vocab %d words",
+             len(train_texts.tokens), len(dev_texts.tokens), labels.itos, len(words))  # fmt: skip
     job = Job(
         model=AttentionClassifier(
-            model_cfg, vectors, emb_cfg, len(labels), len(chars) if chars else 0
+            model_cfg, vocabs.vectors, emb_cfg, len(labels), len(chars) if chars else 0
         ),
-        train=text_split(
-            train_texts.tokens,
-            label_ids(train_texts, labels),
-            words,
-            None,
-            chars,
-            data.pad_multiple,
-        ),
-        dev=text_split(
-            dev_texts.tokens, label_ids(dev_texts, labels), words, None, chars, data.pad_multiple
-        ),
+        train=word_split(
+            train_texts.tokens, label_ids(train_texts, labels), words, chars, data.pad_multiple
+        ),  # fmt: skip
+        dev=word_split(
+            dev_texts.tokens, label_ids(dev_texts, labels), words, chars, data.pad_multiple
+        ),  # fmt: skip
         predict=predict,
         score=make_score(len(labels)),
         monitor=monitor,
-        bundle=make_bundle(cfg, vocabs),
+        bundle=make_bundle(
+            cfg, {"words": words, "labels": labels, **({"chars": chars} if chars else {})}
+        ),
     )
     return job, trainer
 
@@ -423,7 +306,7 @@ class Prediction:
     attention: tuple[WeightedToken, ...]
 
 
-class Classifier(Predictor):
+class Classifier(WordPredictor):
     """The sentiment (text classification) predictor: ``classifier("a gorgeous film")`` ->
     :class:`Prediction`; a list of texts -> a list. Texts are tokenised as the training
     data was (``data.tokenizer``, ``data.lowercase`` of the checkpoint) and classified in
@@ -432,17 +315,11 @@ class Classifier(Predictor):
 
     task = "sentiment"
     input_kind = "a non-empty str"
+    data_config, model_config = SentimentDataConfig, SentimentModelConfig
 
     def __init__(self, model: AttentionClassifier, bundle, device, batch_size=256, precision="32"):
         super().__init__(model, bundle, device, batch_size, precision)
-        self.data, _, self.embeddings = saved_configs(
-            bundle, SentimentDataConfig, SentimentModelConfig
-        )
-        self.words = Vocab.from_list(bundle.vocabs["words"])
         self.labels = Vocab.from_list(bundle.vocabs["labels"], specials=())
-        saved_chars = bundle.vocabs.get("chars")
-        self.chars = Vocab.from_list(saved_chars) if saved_chars is not None else None
-        self.looked_up: set[str] = set()  # words searched for in the pretrained vectors
 
     def check_input(self, item, position: int) -> None:
         super().check_input(item, position)
@@ -452,16 +329,6 @@ class Classifier(Predictor):
     def tokenize(self, text: str) -> list[tuple[str, int, int]]:
         """The tokens the model reads from ``text``, with their offsets."""
         return tokenize_spans(text, self.data.tokenizer, self.data.lowercase)
-
-    def split(self, sentences: list[list[str]], labels=None, examples=None) -> Split:
-        """A split of tokenised sentences for ``Trainer.evaluate`` (``mode=test``)."""
-        if self.data.extend_vocab:
-            self.words = extend_with_pretrained(
-                self.words, self.model.embedder, sentences, self.embeddings, self.looked_up
-            )
-        return text_split(
-            sentences, labels, self.words, examples, self.chars, self.data.pad_multiple
-        )
 
     def run(self, texts: list[str]) -> list[Prediction]:
         spans = [self.tokenize(text) for text in texts]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from nlp_lstm.config import to_dataclass
+from nlp_lstm.config import check_fields, to_dataclass
 from nlp_lstm.contract import Job, Predictor, Split, length_batches
 from nlp_lstm.data.batching import lengths_mask, move_batch, pad
 from nlp_lstm.data.parallel import (
@@ -91,6 +91,9 @@ class TranslateDataConfig:
     joint_vocab: bool = False  # one tokenizer trained on both sides
     min_freq: int = 1  # word tokenizer: keep words seen this often (BPE: pairs to merge)
 
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("vocab_size", "min_freq"))
+
 
 @dataclass
 class TranslateModelConfig:
@@ -106,6 +109,12 @@ class TranslateModelConfig:
     label_smoothing: float = 0.1
     pretrained: Literal["none", "source", "target", "both"] = "none"  # rows from `embeddings`
 
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("embedding_dim", "hidden_size", "num_layers"),
+                     probabilities=("dropout", "label_smoothing"))  # fmt: skip
+        if self.hidden_size % 2:
+            raise ConfigError(f"hidden_size must be even, got {self.hidden_size}")
+
 
 @dataclass
 class DecodeConfig:
@@ -117,6 +126,9 @@ class DecodeConfig:
     length_penalty: float = 1.0  # hypothesis score / length ** length_penalty
     max_len_a: float = 1.5
     max_len_b: int = 10
+
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("beam_size",))
 
 
 SCHEMAS = {"data": TranslateDataConfig, "model": TranslateModelConfig, "decode": DecodeConfig}
@@ -174,12 +186,6 @@ class Seq2Seq(nn.Module):
         target_vectors: Tensor | None = None,
     ) -> None:
         super().__init__()
-        if config.hidden_size % 2:
-            raise ConfigError(f"model.hidden_size must be even, got {config.hidden_size}")
-        if not 0.0 <= config.label_smoothing < 1.0:
-            raise ConfigError(
-                f"model.label_smoothing must be in [0, 1), got {config.label_smoothing}"
-            )
         self.label_smoothing = config.label_smoothing
         self.source_embedding = nn.Embedding(source_vocab, config.embedding_dim, padding_idx=0)
         if source_vectors is not None:
