@@ -314,12 +314,12 @@ def test_a_megabyte_of_text_is_tagged_sentence_by_sentence(checkpoints):
     assert len(tagger.tag(no_ends).sentences) == 5
 
 
-def test_the_readme_python_example_runs(checkpoints, capsys):
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = readme.split("<!-- python-api -->")[1].split("```python")[1].split("```")[0]
+def test_the_docs_python_example_runs(checkpoints, capsys):
+    page = (Path(__file__).resolve().parents[1] / "docs" / "python-api.md").read_text()
+    code = page.split("<!-- python-api -->")[1].split("```python")[1].split("```")[0]
     for task, path in checkpoints["ckpt"].items():
         code = code.replace(f"runs/{task}/RUN/checkpoints/best.pt", str(path))
     code = code.replace("recent.csv", str(checkpoints["files"]["series"]))
     assert "RUN" not in code
-    exec(compile(code, "README.md", "exec"), {})
+    exec(compile(code, "docs/python-api.md", "exec"), {})
     assert len(capsys.readouterr().out) == 100  # the streamed characters
