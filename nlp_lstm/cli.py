@@ -90,9 +90,9 @@ def temporary_run_dir(argv: list[str]) -> str | None:
     afterwards) unless ``hydra.run.dir`` names one: scoring 20 files should not leave 20
     run folders."""
     modes = [a.split("=", 1)[1] for a in argv if a.startswith("mode=")]
-    if not modes or modes[-1] not in ("test", "predict", "export"):
+    if not modes or modes[-1] not in ("test", "predict", "export", "serve"):
         return None
-    if any(a.startswith(("hydra.run.dir=", "--multirun", "-m")) for a in argv):
+    if any(a.startswith(("hydra.run.dir=", "-")) for a in argv):  # flags: Hydra's own
         return None
     import tempfile
 
@@ -168,7 +168,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
         name = cfg.task.name
         if name not in task_names():
             raise ConfigError(f"unknown task {name!r} (tasks: {', '.join(task_names())})")
-        modes = getattr(task_module(name), "MODES", {})
+        modes = task_modes(name)
         if cfg.mode not in modes:
             raise ConfigError(
                 f"task {name} has no mode {cfg.mode!r} (modes: {', '.join(modes) or 'none'})"
@@ -190,6 +190,28 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
         sys.exit(130)
     finally:
         distributed.shutdown()
+
+
+def task_modes(name: str) -> dict:
+    """The modes of a task: its module's ``MODES``, and ``serve``, which every task has."""
+    return {**getattr(task_module(name), "MODES", {}), "serve": serve_mode}
+
+
+def serve_mode(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=serve``, the same for every task: the task comes from each checkpoint."""
+    from nlp_lstm.serve.server import serve
+
+    serve(cfg, run_dir, task_given=task_on_command_line())
+
+
+def task_on_command_line() -> bool:
+    """Whether this Hydra run was given ``task=`` (else cfg.task is only the default)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    overrides = HydraConfig.get().overrides.task
+    return any(o.lstrip("+~").startswith("task=") for o in overrides)
 
 
 # ---------------------------------------------------------------------------- quick predict

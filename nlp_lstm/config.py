@@ -195,13 +195,15 @@ def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     from nlp_lstm.data.vectors import EmbeddingsConfig
-    from nlp_lstm.train.trainer import TrainerConfig
+    from nlp_lstm.serve.settings import ServeConfig
+    from nlp_lstm.train.settings import TrainerConfig
 
     if not OmegaConf.has_resolver("first_file"):
         OmegaConf.register_new_resolver("first_file", first_file)
     store = ConfigStore.instance()
     store.store(group="schema", name="trainer", node=defaults_of(TrainerConfig))
     store.store(group="schema", name="embeddings", node=defaults_of(EmbeddingsConfig))
+    store.store(group="schema", name="serve", node=defaults_of(ServeConfig))
     for name in task_names():
         try:
             module = task_module(name)

@@ -69,3 +69,12 @@ def step_results(model, batch, predict) -> tuple:
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     return loss.detach(), count, grads, predict(model, batch)
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory) -> dict:
+    """One tiny trained model of each task (tests/trained_models.py), trained once a session:
+    ``{"ckpt": {task: path}, "files": {...}, "root": folder}``."""
+    from tests.trained_models import train_all
+
+    return train_all(tmp_path_factory.mktemp("trained"))

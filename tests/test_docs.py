@@ -273,9 +273,11 @@ def composer():
 
 @pytest.mark.parametrize("command", NLP_LSTM_COMMANDS, ids=lambda c: c.id)
 def test_nlp_lstm_command_composes(command, composer):
+    from nlp_lstm.cli import task_modes
     from nlp_lstm.config import conf_dir, task_module, to_dataclass
     from nlp_lstm.data.vectors import EmbeddingsConfig
     from nlp_lstm.export import ExportConfig
+    from nlp_lstm.serve.settings import ServeConfig
     from nlp_lstm.train.trainer import TrainerConfig
 
     overrides = overrides_of(command.words)
@@ -291,7 +293,8 @@ def test_nlp_lstm_command_composes(command, composer):
     if "embeddings" in cfg:
         to_dataclass(EmbeddingsConfig, cfg.embeddings, "embeddings")
     to_dataclass(ExportConfig, cfg.export, "export")
-    assert cfg.mode in module.MODES, f"task {cfg.task.name} has no mode {cfg.mode}"
+    to_dataclass(ServeConfig, cfg.serve, "serve")
+    assert cfg.mode in task_modes(cfg.task.name), f"task {cfg.task.name} has no mode {cfg.mode}"
     assert cfg.task.monitor in module.METRICS
 
 
