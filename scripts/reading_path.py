@@ -40,6 +40,7 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="reading_path_"))
     (folder / "train.txt").write_text("\n\n".join(blocks) + "\n")
     ran: dict[str, set[int]] = {}
+    edges: set[tuple[str, str]] = set()  # file -> file calls: the reader's back and forth
 
     def local(frame, event, arg):
         if event == "line":
@@ -51,6 +52,9 @@ def main() -> None:
         if not name.startswith(PACKAGE) or not frame.f_code.co_flags & inspect.CO_NEWLOCALS:
             return None  # other packages, and module and class bodies (run on import)
         ran.setdefault(name, set()).add(frame.f_code.co_firstlineno)
+        caller = frame.f_back.f_code.co_filename if frame.f_back else ""
+        if caller.startswith(PACKAGE) and caller != name:
+            edges.add((caller, name))
         return local
 
     def stop(*_args, **_kwargs):
@@ -60,6 +64,7 @@ def main() -> None:
     sys.argv = ["nlp_lstm", "task=ner", f"data.train={folder / 'train.txt'}",
                 f"data.dev={folder / 'train.txt'}", "data.test=null",
                 f"hydra.run.dir={folder / 'run'}", "trainer.progress_bar=false", *args.overrides]  # fmt: skip
+    sys.path.insert(0, str(REPO))  # this checkout's package, whatever is installed
     from nlp_lstm.__main__ import main as nlp_lstm_main
 
     sys.settrace(trace)
@@ -73,10 +78,14 @@ def main() -> None:
     total = sum(len(Path(f).read_text().splitlines()) for f in files)
     executed = sum(len(lines) for lines in ran.values())
     result = {"files": len(files), "lines_in_files": total, "lines_run": executed,
+              "file_to_file_calls": len(edges),
               "file_list": [str(Path(f).relative_to(REPO)) for f in files]}  # fmt: skip
     for f in result["file_list"]:
         print(f"  {f}")
-    print(f"{result['files']} files, {total} lines in them, {executed} distinct lines run")
+    print(
+        f"{result['files']} files, {total} lines in them, {executed} distinct lines run, "
+        f"{len(edges)} distinct file-to-file calls"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
 
