@@ -303,3 +303,16 @@ def test_cli_bad_inputs_are_one_line_and_leave_no_checkpoint(tmp_path):
     done = run_cli(*cli_args(good, "model.members=0"), f"hydra.run.dir={tmp_path}/none")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: model.members must be at least 1, got 0"
+
+
+@pytest.mark.parametrize("rows", [3, 150, 400])
+def test_forecast_times_continue_the_tables_interval_however_short_it_is(rows):
+    # the usual gap is read from the last 200 rows, or all of a shorter table
+    from nlp_lstm.data.series import series_from_table
+    from nlp_lstm.tasks.forecast import next_times
+
+    start = datetime(2020, 1, 1)
+    times = [str(start + timedelta(hours=2 * i)) for i in range(rows)]
+    series = series_from_table({"date": times, "OT": [float(i) for i in range(rows)]})
+    last = start + timedelta(hours=2 * (rows - 1))
+    assert next_times(series, 3) == [str(last + timedelta(hours=2 * k)) for k in (1, 2, 3)]

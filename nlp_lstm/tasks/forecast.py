@@ -636,7 +636,8 @@ def next_times(series: Series, steps: int) -> list[str]:
         return [str(len(series) + i) for i in range(steps)]
     if len(series.times) < 2:
         raise DataError(series.path, None, "needs two time stamps to continue them")
-    gaps = Counter(b - a for a, b in zip(series.times[-200:], series.times[-199:], strict=False))
+    recent = series.times[-200:]
+    gaps = Counter(b - a for a, b in zip(recent, recent[1:]))
     gap = gaps.most_common(1)[0][0]
     return [(series.times[-1] + gap * (i + 1)).isoformat(" ") for i in range(steps)]
 
