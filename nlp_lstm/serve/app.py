@@ -17,6 +17,7 @@ call is a 500 for that request only.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -264,6 +265,8 @@ def create_app(load_models: Callable[[], dict[str, Predictor]], serve: ServeConf
             models = load_models()
             size, wait = (serve.max_batch_size, serve.max_wait_ms) if serve.batching else (1, 0.0)  # fmt: skip
             state["batchers"] = {n: Batcher(n, p, size, wait) for n, p in models.items()}
+            gc.collect()
+            gc.freeze()  # the models' objects stay: full collections need not walk them again
             state["models"] = models
             state["ready"] = True
             log.info("serving %s", ", ".join(f"{n} ({p.task})" for n, p in models.items()))

@@ -1,9 +1,10 @@
 """Dynamic batching: concurrent requests to one model, gathered into one predictor call.
 
-Each model has one inference thread (torch never runs on the server's event loop). A
-request's inputs wait at most ``max_wait_ms`` for others to join them, up to
-``max_batch_size`` inputs; requests with the same options then run as one call, which the
-predictor sorts by length. Results go back to each request in its own order, so an answer
+Each model has one inference thread (torch never runs on the server's event loop). When
+the thread is free it takes every request queued meanwhile, up to ``max_batch_size``
+inputs, and waits at most ``max_wait_ms`` for more only while other requests have been
+submitted but not queued yet (a lone request runs at once: nobody else is coming);
+requests with the same options then run as one call, which the predictor sorts by length. Results go back to each request in its own order, so an answer
 never depends on what it was batched with. A request whose client has gone is dropped
 before it costs model time; a call that fails is retried request by request, so one bad
 request fails alone.
@@ -39,7 +40,8 @@ class Pending:
         self.key = json.dumps(self.options, sort_keys=True)
 
     def answer(self, result: list[Any] | None = None, error: BaseException | None = None) -> None:
-        """Hand the result (or error) to the request's event loop."""
+        """Hand the result (or error) to the request's event loop (the inference thread
+        counts it answered)."""
 
         def settle() -> None:
             if self.future.done():  # cancelled: the client went away
@@ -64,12 +66,16 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000.0
         self.queue: queue.Queue[Pending | None] = queue.Queue()
         self.calls = 0  # predictor calls made (for tests and the benchmark)
+        # requests submitted (counted by the event loop) and answered (by this thread): the
+        # difference is how many are in flight; each counter has one writer
+        self.submitted = self.answered = 0
         self.thread = threading.Thread(target=self._serve, name=f"infer-{name}", daemon=True)
         self.thread.start()
 
     async def submit(self, inputs: list[Any], options: dict[str, Any]) -> list[Any]:
         loop = asyncio.get_running_loop()
         pending = Pending(inputs, options, loop.create_future(), loop)
+        self.submitted += 1
         self.queue.put(pending)
         return await pending.future
 
@@ -88,7 +94,9 @@ class Batcher:
             gathered, stop = self._gather(first)
             groups: dict[str, list[Pending]] = {}
             for pending in gathered:
-                if not pending.future.done():  # its client disconnected while it waited
+                if pending.future.done():  # its client disconnected while it waited
+                    self.answered += 1
+                else:
                     groups.setdefault(pending.key, []).append(pending)
             for group in groups.values():
                 self._run(group)
@@ -101,6 +109,8 @@ class Batcher:
         gathered, count = [first], len(first.inputs)
         deadline = time.perf_counter() + self.max_wait
         while count < self.max_batch_size:
+            if self.queue.empty() and self.submitted - self.answered <= len(gathered):
+                break  # nobody else is waiting
             remaining = deadline - time.perf_counter()
             try:
                 pending = (
@@ -121,6 +131,7 @@ class Batcher:
             results = self.predictor.predict(inputs, **group[0].options)
         except Exception as err:
             if len(group) == 1:
+                self.answered += 1
                 group[0].answer(error=err)
                 return
             for pending in group:  # find the request that failed; the others still succeed
@@ -128,5 +139,6 @@ class Batcher:
             return
         start = 0
         for pending in group:
+            self.answered += 1
             pending.answer(results[start : start + len(pending.inputs)])
             start += len(pending.inputs)
