@@ -637,7 +637,7 @@ def next_times(series: Series, steps: int) -> list[str]:
     if len(series.times) < 2:
         raise DataError(series.path, None, "needs two time stamps to continue them")
     recent = series.times[-200:]
-    gaps = Counter(b - a for a, b in zip(recent, recent[1:]))
+    gaps = Counter(b - a for a, b in zip(recent, recent[1:], strict=False))
     gap = gaps.most_common(1)[0][0]
     return [(series.times[-1] + gap * (i + 1)).isoformat(" ") for i in range(steps)]
 
