@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # under pytest -n N each worker (and every CLI it starts) takes one core, so that N
+    # workers share the machine instead of each asking torch for all of it
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 PEOPLE = ["John", "Mary", "Smith", "Obama", "Ana", "Lee", "Ivan", "Chen", "Maria", "Khan"]
 PLACES = ["Paris", "London", "Berlin", "Tokyo", "Lima", "Oslo", "Cairo", "Rome"]
