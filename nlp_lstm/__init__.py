@@ -17,6 +17,7 @@ from nlp_lstm.checkpoint import Bundle, load_checkpoint
 from nlp_lstm.contract import Job, Monitor, Predictor, Split
 from nlp_lstm.data.vectors import EmbeddingsConfig, build_vocab_and_vectors, load_keyed_vectors
 from nlp_lstm.data.vocab import Vocab
+from nlp_lstm.inside import inspect
 from nlp_lstm.modules.crf import CRF
 from nlp_lstm.modules.embeddings import CharCNN, CharLSTM, TokenEmbedder
 from nlp_lstm.modules.encoder import BiLSTMEncoder, EncoderOutput
@@ -49,6 +50,7 @@ __all__ = [
     "Vocab",
     "build_vocab_and_vectors",
     "filter_logits",
+    "inspect",
     "load",
     "load_checkpoint",
     "load_keyed_vectors",

@@ -7,6 +7,7 @@ import sys
 from nlp_lstm.cli import (
     check_overrides,
     check_task_arguments,
+    name_checkpoint_task,
     prepare_processes,
     quick_predict,
     run,
@@ -27,6 +28,7 @@ def main() -> None:
     if quick_predict(argv):  # a plain mode=predict: its config comes from the checkpoint
         return
     register_schemas()
+    argv = name_checkpoint_task(argv)
     check_overrides(argv)
     scratch = temporary_run_dir(argv)
     if scratch:

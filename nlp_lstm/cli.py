@@ -85,6 +85,26 @@ def describe_override_error(err: Exception) -> str:
     return first[:300]
 
 
+def name_checkpoint_task(argv: list[str]) -> list[str]:
+    """``mode=serve`` and ``mode=inspect`` take the task from ``ckpt=``; without a ``task=``
+    of the user's, name that task for Hydra too, so that the run folder is
+    ``runs/<its task>/...`` rather than the default task's. (An unreadable checkpoint is
+    left for the mode to report.)"""
+    modes = [a.split("=", 1)[1] for a in argv if a.startswith("mode=")]
+    ckpts = [a.split("=", 1)[1] for a in argv if a.startswith("ckpt=")]
+    if not modes or modes[-1] not in ("serve", "inspect") or not ckpts:
+        return argv
+    if any(a.lstrip("+~").startswith("task=") for a in argv):
+        return argv
+    from nlp_lstm.checkpoint import load_checkpoint
+
+    try:
+        task = load_checkpoint(ckpts[-1]).bundle.task
+    except UserError:
+        return argv
+    return [*argv, f"task={task}"] if task in task_names() else argv
+
+
 def temporary_run_dir(argv: list[str]) -> str | None:
     """``mode=test``, ``predict`` and ``export`` work in a temporary folder (removed
     afterwards) unless ``hydra.run.dir`` names one: scoring 20 files should not leave 20
@@ -193,8 +213,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> None:
 
 
 def task_modes(name: str) -> dict:
-    """The modes of a task: its module's ``MODES``, and ``serve``, which every task has."""
-    return {**getattr(task_module(name), "MODES", {}), "serve": serve_mode}
+    """The modes of a task: its module's ``MODES``, and ``serve`` and ``inspect``, which
+    every task has."""
+    return {**getattr(task_module(name), "MODES", {}), "serve": serve_mode, "inspect": inspect_mode}
 
 
 def serve_mode(cfg: DictConfig, run_dir: Path) -> None:
@@ -202,6 +223,13 @@ def serve_mode(cfg: DictConfig, run_dir: Path) -> None:
     from nlp_lstm.serve.server import serve
 
     serve(cfg, run_dir, task_given=task_on_command_line())
+
+
+def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=inspect``, the same for every task: the task comes from the checkpoint."""
+    from nlp_lstm.inside import inspect_mode as run_inspect
+
+    run_inspect(cfg, run_dir)
 
 
 def task_on_command_line() -> bool:

@@ -1,0 +1,502 @@
+"""Inside a trained model: every gate of its recurrent modules over a text
+(:func:`inspect`), and ``mode=inspect``, which writes them with a page and a plot.
+
+:func:`inspect` runs the exact input each recurrent module of the model sees (eval mode:
+no dropout) through :func:`nlp_lstm.modules.gates.rnn_gates`, and returns one dict per
+input text:
+
+* ``"{module}.l{layer}.{q}"`` and ``"{module}.l{layer}.reverse.{q}"`` (the backward
+  direction): float32 arrays ``(positions, hidden)``, positions in the text's order; ``q``
+  in ``i, f, g, o, c, h`` (LSTM) or ``r, z, n, h`` (GRU);
+* ``"{module}.positions"``: a str array ``(positions,)`` naming each position.
+
+The modules and their positions, by task:
+
+* ner: ``encoder`` over the tokens (raw text is cut into sentences as the tagger cuts it;
+  each sentence runs from a zero state, and their positions follow one another);
+* sentiment: ``encoder`` over the tokens;
+* charlm: ``rnn`` over the characters (those never seen in training read as unknown);
+* translate: ``encoder`` over the source tokens (BPE pieces or words), and ``decoder``
+  teacher-forced over the predictor's own translation, starting from the encoder's final
+  state; its positions are the tokens it reads (``<s>``, then the translation's tokens);
+* forecast: ``encoder`` of the first member of an ensemble over the window's segments
+  (labelled by their last time stamp, or row number); with independent channels each
+  target column is its own sequence, their positions following one another.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from nlp_lstm.contract import Predictor
+from nlp_lstm.errors import ConfigError, DataError, UserError
+from nlp_lstm.modules.gates import rnn_gates
+
+log = logging.getLogger(__name__)
+
+SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z")}
+LOW, HIGH = 0.1, 0.9  # left- and right-saturated gate values (Karpathy et al., 2015)
+KEY = re.compile(r"^(?P<module>.+)\.l(?P<layer>\d+)\.(?:(?P<reverse>reverse)\.)?(?P<q>\w+)$")
+
+
+def inspect(predictor: Any, texts: Any) -> list[dict[str, np.ndarray]]:
+    """Every gate of the predictor's recurrent modules over each input (see the module's
+    docstring for names, shapes and positions). ``texts``: a list of inputs of the
+    predictor's kind (a single one is taken as a list of one). A model without a recurrent
+    module, or an input without positions (an empty text), raises a UserError."""
+    task = getattr(predictor, "task", None)
+    run = _RUNNERS.get(task)
+    if run is None or not isinstance(getattr(predictor, "model", None), nn.Module):
+        raise UserError(
+            f"inspect needs the predictor of a model with an LSTM or GRU "
+            f"({', '.join(_RUNNERS)}), got {type(predictor).__name__}"
+        )
+    if isinstance(texts, (str, Path, dict)) or hasattr(texts, "columns"):
+        texts = [texts]
+    texts = list(texts)
+    results = []
+    with predictor.lock, torch.no_grad():
+        for position, text in enumerate(texts):
+            if isinstance(text, str) and not text.strip():
+                raise _empty(position)
+            if task == "charlm":  # unseen chars are read as unknown, as Generator.score does
+                Predictor.check_input(predictor, text, position)
+            else:
+                predictor.check_input(text, position)
+            modules = run(predictor, text, position)
+            result: dict[str, np.ndarray] = {}
+            for name, (gates, labels) in modules.items():
+                result[f"{name}.positions"] = np.asarray(labels, dtype=str)
+                for key, value in gates.items():
+                    result[f"{name}.{key}"] = value.float().cpu().numpy()
+            results.append(result)
+    return results
+
+
+def _recurrent(module: Any, where: str) -> nn.LSTM | nn.GRU:
+    if not isinstance(module, (nn.LSTM, nn.GRU)):
+        raise UserError(f"{where} is not an nn.LSTM or nn.GRU: nothing to inspect")
+    return module
+
+
+def _empty(position: int) -> UserError:
+    return UserError(f"input {position}: an empty text has no positions to inspect")
+
+
+def _first(gates: dict[str, Tensor], length: int, row: int = 0) -> dict[str, Tensor]:
+    return {k: v[row, :length] for k, v in gates.items()}
+
+
+def _joined(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+# ---------------------------------------------------------------------------- per task
+
+
+def _word_task(predictor: Any, text: Any, position: int) -> dict:
+    """ner and sentiment: the encoder over each sentence's embedded tokens."""
+    from nlp_lstm.data.batching import move_batch
+
+    if predictor.task == "ner":
+        from nlp_lstm.tasks.ner import cut_input
+
+        _, tokens, ranges = cut_input(text)
+        sentences = [[t.text for t in tokens[a:b]] for a, b in ranges]
+        labels = [t.text for t in tokens]
+    else:
+        spans = predictor.tokenize(text)
+        sentences = [[token for token, _, _ in spans]] if spans else []
+        labels = [text[a:b] for _, a, b in spans]
+    if not labels:
+        raise _empty(position)
+    model = predictor.model
+    rnn = _recurrent(model.encoder.rnn, "the encoder")
+    split = predictor.split(sentences)
+    parts = []
+    for index, sentence in enumerate(sentences):
+        batch = move_batch(split.collate([index]), predictor.device)
+        embedded = model.embedder(batch.words, batch.chars, batch.char_index, batch.char_lengths)
+        parts.append(_first(rnn_gates(rnn, embedded, batch.lengths), len(sentence)))
+    return {"encoder": (_joined(parts), labels)}
+
+
+def _charlm(predictor: Any, text: str, position: int) -> dict:
+    if not text:
+        raise _empty(position)
+    model = predictor.model
+    rnn = _recurrent(model.rnn, "the char LM's rnn")
+    ids = torch.tensor([predictor.chars.encode(text)], device=predictor.device)
+    return {"rnn": (_first(rnn_gates(rnn, model.embedding(ids)), len(text)), list(text))}
+
+
+def translate_inputs(predictor: Any, text: str) -> dict[str, Any]:
+    """What the translator's recurrent modules read for ``text``: the source ``batch`` and
+    ``ids``, its embedded ``source``, the ``translation`` ids (the predictor's own decoding),
+    the decoder's ``target_in`` ids ``(1, T)``, its LSTM inputs ``decoder_inputs`` ``(1, T,
+    D)`` (target embedding and fed attentional vector), its ``initial`` ``(h, c)`` and its
+    own last-layer states ``decoder_states`` ``(1, T, H)`` from stepping it."""
+    from nlp_lstm.data.batching import move_batch
+    from nlp_lstm.data.parallel import encode
+    from nlp_lstm.tasks.translate import IDS, PairCollator
+
+    model = predictor.model
+    ids = encode(predictor.source_tokenizer, [text])
+    if not ids[0]:
+        return {}
+    batch = move_batch(PairCollator(ids, None)([0]), predictor.device)
+    translation, _ = model.translate(batch, predictor.decoding, predictor.decoding.beam_size)
+    target_in = torch.tensor([[IDS.bos, *translation[0]]], device=predictor.device)
+    memory, state = model.encode(batch)
+    decoder = model.decoder
+    initial, inputs, states = state.hidden, [], []
+    for step in range(target_in.shape[1]):
+        tokens = target_in[:, step]
+        embedded = decoder.dropout(decoder.embedding(tokens))
+        if decoder.input_feeding:
+            embedded = torch.cat([embedded, state.feed.to(embedded.dtype)], dim=-1)
+        inputs.append(embedded)
+        _, state, _ = decoder.step(tokens, state, memory)
+        states.append(state.hidden[0][-1])
+    return {
+        "batch": batch,
+        "ids": ids[0],
+        "source": model.embedding_dropout(model.source_embedding(batch.source)),
+        "translation": translation[0],
+        "target_in": target_in,
+        "decoder_inputs": torch.stack(inputs, 1),
+        "initial": initial,
+        "decoder_states": torch.stack(states, 1),
+    }
+
+
+def _translate(predictor: Any, text: str, position: int) -> dict:
+    seen = translate_inputs(predictor, text)
+    if not seen:
+        raise _empty(position)
+    model = predictor.model
+    encoder_rnn = _recurrent(model.encoder.rnn, "the encoder")
+    decoder_rnn = _recurrent(model.decoder.rnn, "the decoder")
+    source = predictor.source_tokenizer.id_to_token
+    target = predictor.target_tokenizer.id_to_token
+    steps = seen["target_in"].shape[1]
+    encoder = rnn_gates(encoder_rnn, seen["source"], seen["batch"].source_lengths)
+    decoder = rnn_gates(decoder_rnn, seen["decoder_inputs"], state=seen["initial"])
+    return {
+        "encoder": (_first(encoder, len(seen["ids"])), [source(i) for i in seen["ids"]]),
+        "decoder": (_first(decoder, steps), [target(int(i)) for i in seen["target_in"][0]]),
+    }
+
+
+def forecast_inputs(predictor: Any, table: Any) -> dict[str, Any]:
+    """What the forecaster's encoder reads for ``table``: the ``member`` (the first of an
+    ensemble), the ``segments`` ``(rows, S, D)`` (one row per target column with
+    independent channels, else one), the ``series`` and the window's row ``labels``."""
+    model = predictor.model
+    member = model.members[0] if hasattr(model, "members") else model
+    series = predictor.series(table)
+    look_back = predictor.data.look_back
+    columns = series.index([*predictor.targets, *predictor.features])
+    window = predictor.scaler.transform(series.values[-look_back:, columns])
+    inputs = torch.as_tensor(window[None], dtype=torch.float32, device=predictor.device)
+    x = member.revin.normalize(inputs)[0] if member.revin is not None else inputs
+    if member.independent:
+        x = x.transpose(1, 2).reshape(member.targets, look_back, 1)
+    first_row = len(series) - look_back
+    if series.times is not None:
+        labels = [t.isoformat(" ") for t in series.times[first_row:]]
+    else:
+        labels = [str(first_row + i) for i in range(look_back)]
+    return {"member": member, "segments": member.project(x), "labels": labels}
+
+
+def _forecast(predictor: Any, table: Any, position: int) -> dict:
+    seen = forecast_inputs(predictor, table)
+    member, segments = seen["member"], seen["segments"]
+    rnn = _recurrent(member.encoder.rnn, "the forecaster's encoder")
+    gates = rnn_gates(rnn, segments)
+    size = len(seen["labels"]) // segments.shape[1]
+    ends = seen["labels"][size - 1 :: size]
+    rows = segments.shape[0]
+    names = predictor.targets if rows > 1 else [""]
+    labels = [f"{name} {end}".strip() for name in names for end in ends]
+    parts = [_first(gates, segments.shape[1], row) for row in range(rows)]
+    return {"encoder": (_joined(parts), labels)}
+
+
+_RUNNERS = {
+    "ner": _word_task,
+    "sentiment": _word_task,
+    "charlm": _charlm,
+    "translate": _translate,
+    "forecast": _forecast,
+}
+
+
+# ---------------------------------------------------------------------------- names
+
+
+def parse_key(key: str) -> tuple[str, int, bool, str] | None:
+    """``"encoder.l1.reverse.f"`` -> ``("encoder", 1, True, "f")``; None for other keys."""
+    match = KEY.match(key)
+    if match is None or key.endswith(".positions"):
+        return None
+    return match["module"], int(match["layer"]), bool(match["reverse"]), match["q"]
+
+
+def cell_kind(arrays: dict[str, np.ndarray]) -> str:
+    return "lstm" if any(k.endswith(".f") for k in arrays) else "gru"
+
+
+# ---------------------------------------------------------------------------- mode=inspect
+
+
+def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
+    """``mode=inspect ckpt=PATH input=FILE``: gates.npz, inside.html and saturation.png in
+    the run folder, and one JSON line (see docs/inside.md)."""
+    from nlp_lstm.checkpoint import load_checkpoint
+    from nlp_lstm.cli import task_on_command_line
+    from nlp_lstm.files import read_lines
+    from nlp_lstm.tasks.common import input_lines_path, predictor_for_run, report
+
+    if not cfg.get("ckpt"):
+        raise UserError("mode=inspect needs ckpt=PATH (a checkpoints/best.pt of any task)")
+    task = load_checkpoint(cfg.ckpt, None, keep=True).bundle.task
+    if task_on_command_line() and task != cfg.task.name:
+        raise ConfigError(f"{cfg.ckpt} is a {task} checkpoint, not {cfg.task.name}")
+    if task not in _RUNNERS:
+        raise UserError(f"{cfg.ckpt}: a {task} model has no LSTM or GRU to inspect")
+    predictor = predictor_for_run(cfg, task)
+    path = input_lines_path(cfg, run_dir)
+    if task == "forecast":  # the input is one table: the CSV file itself
+        if not path.stat().st_size:
+            raise DataError(path, None, "the input file is empty (a CSV table)")
+        inputs: list[Any] = [str(path)]
+    else:
+        inputs = [line for line in read_lines(path, "input file") if line.strip()]
+        if not inputs:
+            raise DataError(path, None, "input holds no lines")
+    try:
+        results = inspect(predictor, inputs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, UserError):
+            raise
+        raise DataError(path, None, str(err)) from None
+    files = {
+        "gates": run_dir / "gates.npz",
+        "page": run_dir / "inside.html",
+        "saturation": run_dir / "saturation.png",
+    }
+    np.savez_compressed(files["gates"], **results[0])
+    files["page"].write_text(inside_page(results[0], task, cfg.ckpt), encoding="utf-8")
+    fractions = saturation(results)
+    plot_saturation(fractions, files["saturation"])
+    summary = {
+        "task": task,
+        "inputs": len(results),
+        "positions": sum(len(r[k]) for r in results for k in r if k.endswith(".positions")),
+        "files": {name: str(p) for name, p in files.items()},
+        "forget_saturated": forget_saturated(fractions, cell_kind(results[0])),
+    }
+    report(summary, run_dir / "inside.json")
+
+
+# ---------------------------------------------------------------------------- saturation
+
+
+def saturation(results: Sequence[dict[str, np.ndarray]]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per sigmoid gate array name: ``(fraction < 0.1, fraction > 0.9)`` of each unit
+    ``(hidden,)`` over every position of every input."""
+    kind = cell_kind(results[0])
+    out = {}
+    for key in results[0]:
+        parsed = parse_key(key)
+        if parsed is None or parsed[3] not in SIGMOID_GATES[kind]:
+            continue
+        values = np.concatenate([r[key] for r in results])
+        out[key] = ((values < LOW).mean(0), (values > HIGH).mean(0))
+    return out
+
+
+def forget_saturated(fractions: dict, kind: str) -> dict[str, dict[str, int]]:
+    """Per ``module.l{layer}`` (both directions): how many forget gates (GRU: update gates
+    ``z``) are right-saturated (> 0.9) more than half the time, of how many units."""
+    gate = "f" if kind == "lstm" else "z"
+    counts: dict[str, dict[str, int]] = {}
+    for key, (_, high) in fractions.items():
+        module, layer, _, q = parse_key(key)  # type: ignore[misc]
+        if q != gate:
+            continue
+        entry = counts.setdefault(f"{module}.l{layer}", {"saturated": 0, "units": 0})
+        entry["saturated"] += int((high > 0.5).sum())
+        entry["units"] += int(high.size)
+    return counts
+
+
+def plot_saturation(fractions: dict, path: Path) -> None:
+    """Karpathy et al. (2015)'s figure: per gate type, each unit a dot at (fraction of
+    positions left-saturated, fraction right-saturated), coloured by module and layer."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gates = sorted({parse_key(k)[3] for k in fractions}, key="ifozr".index)  # type: ignore[index]
+    groups = sorted({"{}.l{}".format(*parse_key(k)[:2]) for k in fractions})  # type: ignore[index]
+    colours = {g: plt.cm.tab10(i % 10) for i, g in enumerate(groups)}
+    names = {"i": "input gate", "f": "forget gate", "o": "output gate", "r": "reset gate",
+             "z": "update gate"}  # fmt: skip
+    figure, axes = plt.subplots(1, len(gates), figsize=(4 * len(gates), 4.2), squeeze=False)
+    for axis, gate in zip(axes[0], gates, strict=True):
+        for group in groups:
+            low = [fractions[k][0] for k in fractions if _group(k) == (group, gate)]
+            high = [fractions[k][1] for k in fractions if _group(k) == (group, gate)]
+            if low:
+                axis.scatter(np.concatenate(low), np.concatenate(high), s=12, alpha=0.6,
+                             color=colours[group], label=group)  # fmt: skip
+        axis.plot([0, 1], [1, 0], color="0.8", linewidth=1, zorder=0)
+        axis.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03), title=names.get(gate, gate),
+                 xlabel=f"fraction left-saturated (< {LOW})")  # fmt: skip
+        axis.set_aspect("equal")
+    axes[0][0].set_ylabel(f"fraction right-saturated (> {HIGH})")
+    axes[0][-1].legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _group(key: str) -> tuple[str, str]:
+    module, layer, _, q = parse_key(key)  # type: ignore[misc]
+    return f"{module}.l{layer}", q
+
+
+# ---------------------------------------------------------------------------- the page
+
+
+def page_data(arrays: dict[str, np.ndarray]) -> dict:
+    """The page's data: per module its position labels and ``values[layer/direction][q]``,
+    each ``(positions, hidden)`` as nested lists rounded to 4 decimals."""
+    modules: dict[str, dict] = {}
+    for key, value in arrays.items():
+        if key.endswith(".positions"):
+            modules.setdefault(key[: -len(".positions")], {"values": {}})["positions"] = [
+                str(v) for v in value
+            ]
+            continue
+        parsed = parse_key(key)
+        if parsed is None:
+            continue
+        module, layer, reverse, q = parsed
+        entry = modules.setdefault(module, {"values": {}})
+        run = f"l{layer}" + (".reverse" if reverse else "")
+        entry["values"].setdefault(run, {})[q] = np.round(value.astype(np.float64), 4).tolist()
+    return modules
+
+
+def inside_page(arrays: dict[str, np.ndarray], task: str, ckpt: str) -> str:
+    """One self-contained HTML page (inline CSS and JS, nothing fetched) of one input."""
+    data = json.dumps({"task": task, "modules": page_data(arrays)}, separators=(",", ":"))
+    data = data.replace("</", "<\\/")
+    title = html.escape(f"inside {task}: {Path(str(ckpt)).name}")
+    return PAGE.replace("__TITLE__", title).replace("__DATA__", data)
+
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>__TITLE__</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+#controls label{margin-right:1em}
+#text{font-family:ui-monospace,monospace;line-height:2.1;margin:1em 0;max-width:70em}
+#text span{padding:2px 3px;margin:0 1px;border-radius:3px;cursor:default;white-space:pre}
+#text.chars span{margin:0;padding:2px 0}
+#tip{position:fixed;display:none;background:#fff;border:1px solid #999;padding:6px 9px;
+font:12px ui-monospace,monospace;box-shadow:2px 2px 6px #0003;pointer-events:none}
+#legend{font-size:12px;color:#555}
+</style></head><body>
+<h2>__TITLE__</h2>
+<div id="controls">
+<label>module <select id="module"></select></label>
+<label>layer <select id="layer"></select></label>
+<label>direction <select id="direction"></select></label>
+<label>quantity <select id="quantity"></select></label>
+<label>cell <input id="cell" type="number" min="0" value="0" style="width:5em"></label>
+<span id="size"></span>
+</div>
+<div id="text"></div>
+<div id="legend"></div>
+<div id="tip"></div>
+<script>
+const DATA = __DATA__;
+const NAMES = {i:"input gate",f:"forget gate",g:"cell candidate",o:"output gate",c:"cell",
+  h:"hidden",r:"reset gate",z:"update gate",n:"candidate"};
+const BOUNDED = {i:1,f:1,o:1,r:1,z:1};
+const $ = id => document.getElementById(id);
+function fill(sel, items, labels) {
+  const keep = sel.value; sel.innerHTML = "";
+  items.forEach((v, k) => { const o = document.createElement("option"); o.value = v;
+    o.textContent = labels ? labels[k] : v; sel.appendChild(o); });
+  if (items.includes(keep)) sel.value = keep;
+}
+function runs() { return DATA.modules[$("module").value].values; }
+function run() { const l = $("layer").value, d = $("direction").value;
+  return runs()[d === "backward" ? l + ".reverse" : l]; }
+function update() {
+  const r = runs(), layers = [...new Set(Object.keys(r).map(k => k.split(".")[0]))];
+  fill($("layer"), layers);
+  const dirs = r[$("layer").value + ".reverse"] ? ["forward", "backward"] : ["forward"];
+  fill($("direction"), dirs);
+  const qs = Object.keys(run()); fill($("quantity"), qs, qs.map(q => q + " (" + NAMES[q] + ")"));
+  draw();
+}
+function colour(v, q, scale) {
+  if (BOUNDED[q]) { const a = Math.max(0, Math.min(1, v));
+    return `rgba(33,102,172,${a.toFixed(3)})`; }
+  const a = Math.max(-1, Math.min(1, v / scale));
+  return a >= 0 ? `rgba(33,102,172,${a.toFixed(3)})` : `rgba(178,24,43,${(-a).toFixed(3)})`;
+}
+function draw() {
+  const m = DATA.modules[$("module").value], r = run(), q = $("quantity").value;
+  const hidden = r[q][0].length, cell = $("cell");
+  cell.max = hidden - 1; let j = Math.max(0, Math.min(hidden - 1, +cell.value || 0));
+  cell.value = j; $("size").textContent = hidden + " cells";
+  const column = r[q].map(row => row[j]);
+  const scale = BOUNDED[q] ? 1 : Math.max(1e-6, ...column.map(Math.abs));
+  const text = $("text"); text.innerHTML = "";
+  text.className = DATA.task === "charlm" ? "chars" : "";
+  m.positions.forEach((label, p) => {
+    const s = document.createElement("span");
+    s.textContent = label === "\\n" ? "\\u21b5\\n" : label;
+    s.style.background = colour(column[p], q, scale);
+    if (Math.abs(column[p] / scale) > 0.6) s.style.color = "#fff";
+    s.onmousemove = e => tip(e, p, label, j); s.onmouseleave = () => $("tip").style.display = "none";
+    text.appendChild(s);
+  });
+  $("legend").textContent = BOUNDED[q] ? "shade: 0 (white) to 1 (blue)"
+    : `shade: -${scale.toFixed(3)} (red), 0 (white), +${scale.toFixed(3)} (blue)`;
+}
+function tip(e, p, label, j) {
+  const r = run(), t = $("tip");
+  const lines = Object.keys(r).map(q => q.padEnd(2) + " " + r[q][p][j].toFixed(4) + "  " + NAMES[q]);
+  t.textContent = ""; const head = document.createElement("b");
+  head.textContent = "position " + p + ": " + JSON.stringify(label) + ", cell " + j;
+  t.appendChild(head); const pre = document.createElement("pre");
+  pre.style.margin = "4px 0 0"; pre.textContent = lines.join("\\n"); t.appendChild(pre);
+  t.style.display = "block"; t.style.left = (e.clientX + 14) + "px"; t.style.top = (e.clientY + 14) + "px";
+}
+fill($("module"), Object.keys(DATA.modules));
+$("module").onchange = update; $("layer").onchange = update; $("direction").onchange = update;
+$("quantity").onchange = draw; $("cell").oninput = draw;
+update();
+</script></body></html>
+"""
