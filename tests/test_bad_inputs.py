@@ -163,7 +163,7 @@ CASES = [
     ("unknown key added with +", lambda f: [*ner(f), "+model.x=1"], (None, None), "unknown key model.x"),
     ("unknown group option", lambda f: [*ner(f), "model=nope"], (None, None), "model/nope"),
     ("unknown task", lambda f: ["task=translation"], (None, None), "unknown task 'translation'"),
-    ("unknown mode", lambda f: ["task=ner", "mode=dance"], (None, None), "no mode 'dance' (modes: train, test, predict, export, serve)"),
+    ("unknown mode", lambda f: ["task=ner", "mode=dance"], (None, None), "no mode 'dance' (modes: train, test, predict, export, serve, inspect)"),
     ("mode of another task", lambda f: ["task=charlm", "mode=export"], (None, None), "no mode 'export'"),
     ("export without a path", lambda f: ["task=ner", "mode=export", f"ckpt={f['text.txt']}"], (None, None), "export.path"),
     ("export path a folder", lambda f: ["task=ner", "mode=export", f"ckpt={f['text.txt']}", f"export.path={f['dev'].parent}"], (None, None), "is a directory"),
