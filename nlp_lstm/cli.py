@@ -98,8 +98,8 @@ def name_checkpoint_task(argv: list[str]) -> list[str]:
         return argv
     from nlp_lstm.checkpoint import load_checkpoint
 
-    try:
-        task = load_checkpoint(ckpts[-1]).bundle.task
+    try:  # kept: the mode's own load of this file takes it instead of reading it again
+        task = load_checkpoint(ckpts[-1], keep=True).bundle.task
     except UserError:
         return argv
     return [*argv, f"task={task}"] if task in task_names() else argv
@@ -222,7 +222,7 @@ def serve_mode(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=serve``, the same for every task: the task comes from each checkpoint."""
     from nlp_lstm.serve.server import serve
 
-    serve(cfg, run_dir, task_given=task_on_command_line())
+    serve(cfg, run_dir)
 
 
 def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
@@ -230,6 +230,17 @@ def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
     from nlp_lstm.inside import inspect_mode as run_inspect
 
     run_inspect(cfg, run_dir)
+
+
+def checkpoint_task(cfg: DictConfig) -> str:
+    """The task of ``ckpt=`` (for the modes that take it from there: serve, inspect); a
+    ``task=`` given on the command line must be that task."""
+    from nlp_lstm.checkpoint import load_checkpoint
+
+    task = load_checkpoint(cfg.ckpt, None, keep=True).bundle.task
+    if task_on_command_line() and task != cfg.task.name:
+        raise ConfigError(f"task={cfg.task.name} but {cfg.ckpt} holds a {task} model")
+    return task
 
 
 def task_on_command_line() -> bool:

@@ -40,7 +40,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nlp_lstm.contract import Predictor
-from nlp_lstm.errors import ConfigError, DataError, UserError
+from nlp_lstm.errors import DataError, UserError
 from nlp_lstm.modules.gates import rnn_gates
 
 log = logging.getLogger(__name__)
@@ -159,25 +159,25 @@ def translate_inputs(predictor: Any, text: str) -> dict[str, Any]:
     translation, _ = model.translate(batch, predictor.decoding, predictor.decoding.beam_size)
     target_in = torch.tensor([[IDS.bos, *translation[0]]], device=predictor.device)
     memory, state = model.encode(batch)
-    decoder = model.decoder
-    initial, inputs, states = state.hidden, [], []
-    for step in range(target_in.shape[1]):
-        tokens = target_in[:, step]
-        embedded = decoder.dropout(decoder.embedding(tokens))
-        if decoder.input_feeding:
-            embedded = torch.cat([embedded, state.feed.to(embedded.dtype)], dim=-1)
-        inputs.append(embedded)
-        _, state, _ = decoder.step(tokens, state, memory)
-        states.append(state.hidden[0][-1])
+    steps: list[tuple[Tensor, Tensor]] = []  # each step's LSTM input and output, as it ran
+
+    def seen_by_rnn(_module, args, output) -> None:
+        steps.append((args[0], output[0]))
+
+    hook = model.decoder.rnn.register_forward_hook(seen_by_rnn)
+    try:
+        model.decoder(target_in, state, memory)  # teacher forcing: the decoder's own steps
+    finally:
+        hook.remove()
     return {
         "batch": batch,
         "ids": ids[0],
         "source": model.embedding_dropout(model.source_embedding(batch.source)),
         "translation": translation[0],
         "target_in": target_in,
-        "decoder_inputs": torch.stack(inputs, 1),
-        "initial": initial,
-        "decoder_states": torch.stack(states, 1),
+        "decoder_inputs": torch.cat([inputs for inputs, _ in steps], 1),
+        "initial": state.hidden,
+        "decoder_states": torch.cat([outputs for _, outputs in steps], 1),
     }
 
 
@@ -265,16 +265,13 @@ def cell_kind(arrays: dict[str, np.ndarray]) -> str:
 def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=inspect ckpt=PATH input=FILE``: gates.npz, inside.html and saturation.png in
     the run folder, and one JSON line (see docs/inside.md)."""
-    from nlp_lstm.checkpoint import load_checkpoint
-    from nlp_lstm.cli import task_on_command_line
+    from nlp_lstm.cli import checkpoint_task
     from nlp_lstm.files import read_lines
     from nlp_lstm.tasks.common import input_lines_path, predictor_for_run, report
 
     if not cfg.get("ckpt"):
         raise UserError("mode=inspect needs ckpt=PATH (a checkpoints/best.pt of any task)")
-    task = load_checkpoint(cfg.ckpt, None, keep=True).bundle.task
-    if task_on_command_line() and task != cfg.task.name:
-        raise ConfigError(f"{cfg.ckpt} is a {task} checkpoint, not {cfg.task.name}")
+    task = checkpoint_task(cfg)
     if task not in _RUNNERS:
         raise UserError(f"{cfg.ckpt}: a {task} model has no LSTM or GRU to inspect")
     predictor = predictor_for_run(cfg, task)

@@ -53,18 +53,14 @@ class Settings:
     serve: ServeConfig
 
 
-def model_paths(cfg: DictConfig, serve: ServeConfig, task_given: bool) -> dict[str, str]:
+def model_paths(cfg: DictConfig, serve: ServeConfig) -> dict[str, str]:
     """Name -> checkpoint: ``serve.models`` and ``ckpt`` (named by its task). Each file must
     exist, and a ``task=`` given beside one checkpoint must be its task."""
-    from nlp_lstm.checkpoint import load_checkpoint
+    from nlp_lstm.cli import checkpoint_task
 
     paths = dict(serve.models)
-    ckpt = cfg.get("ckpt")
-    if ckpt:
-        task = load_checkpoint(ckpt, None).bundle.task
-        if task_given and task != cfg.task.name:
-            raise ConfigError(f"task={cfg.task.name} but {ckpt} holds a {task} model")
-        paths.setdefault(task, str(ckpt))
+    if cfg.get("ckpt"):
+        paths.setdefault(checkpoint_task(cfg), str(cfg.ckpt))
     if not paths:
         raise ConfigError("mode=serve needs ckpt=PATH or serve.models={name: PATH, ...}")
     for name, path in paths.items():
@@ -96,7 +92,7 @@ def app_from_env():
     return create_app(lambda: load_models(settings), settings.serve)
 
 
-def serve(cfg: DictConfig, run_dir: Path, task_given: bool) -> None:
+def serve(cfg: DictConfig, run_dir: Path) -> None:
     """``mode=serve``: serve the checkpoints until stopped."""
     from nlp_lstm.train.settings import TrainerConfig
 
@@ -104,7 +100,7 @@ def serve(cfg: DictConfig, run_dir: Path, task_given: bool) -> None:
         raise ConfigError("mode=serve runs without torchrun (serve.workers=N starts N processes)")
     config = to_dataclass(ServeConfig, cfg.get("serve", {}), "serve")
     trainer = to_dataclass(TrainerConfig, cfg.get("trainer", {}), "trainer")
-    settings = Settings(model_paths(cfg, config, task_given), trainer.device,
+    settings = Settings(model_paths(cfg, config), trainer.device,
                         trainer.precision, trainer.num_threads, config)  # fmt: skip
     log.info("serving on http://%s:%d (%s)", config.host, config.port,
              ", ".join(f"{n}: {p}" for n, p in settings.models.items()))  # fmt: skip
