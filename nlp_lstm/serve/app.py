@@ -210,10 +210,9 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = JSONResponse({"error": f"request body over serve.max_body_bytes={self.limit} bytes"}, 413)  # fmt: skip
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await too_large(scope, receive, send)
+            await too_large(self.limit)(scope, receive, send)
             return
         received = 0
         started = False
@@ -237,7 +236,7 @@ class BodyLimit:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await too_large(scope, receive, send)
+                await too_large(self.limit)(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
@@ -245,6 +244,10 @@ class _BodyTooLarge(Exception):
 
 
 TOO_LARGE = "nlp_lstm.body_too_large"
+
+
+def too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": f"request body over serve.max_body_bytes={limit} bytes"}, 413)
 
 
 async def until_disconnected(request: Request) -> None:
@@ -312,7 +315,7 @@ def create_app(load_models: Callable[[], dict[str, Predictor]], serve: ServeConf
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         if request.scope.get(TOO_LARGE):
-            return JSONResponse({"error": f"request body over serve.max_body_bytes={serve.max_body_bytes} bytes"}, 413)  # fmt: skip
+            return too_large(serve.max_body_bytes)
         return JSONResponse({"error": str(err.detail)}, err.status_code)
 
     @app.exception_handler(Exception)
