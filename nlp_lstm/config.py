@@ -195,6 +195,7 @@ def register_schemas() -> None:
     from hydra.core.config_store import ConfigStore
 
     from nlp_lstm.data.vectors import EmbeddingsConfig
+    from nlp_lstm.inside import InspectConfig
     from nlp_lstm.serve.settings import ServeConfig
     from nlp_lstm.train.settings import TrainerConfig
 
@@ -204,6 +205,7 @@ def register_schemas() -> None:
     store.store(group="schema", name="trainer", node=defaults_of(TrainerConfig))
     store.store(group="schema", name="embeddings", node=defaults_of(EmbeddingsConfig))
     store.store(group="schema", name="serve", node=defaults_of(ServeConfig))
+    store.store(group="schema", name="inspect", node=defaults_of(InspectConfig))
     for name in task_names():
         try:
             module = task_module(name)

@@ -30,23 +30,27 @@ import html
 import json
 import logging
 import re
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from nlp_lstm.config import check_fields
 from nlp_lstm.contract import Predictor
-from nlp_lstm.errors import DataError, UserError
+from nlp_lstm.errors import ConfigError, DataError, UserError
 from nlp_lstm.modules.gates import rnn_gates
 
 log = logging.getLogger(__name__)
 
 SIGMOID_GATES = {"lstm": ("i", "f", "o"), "gru": ("r", "z")}
 LOW, HIGH = 0.1, 0.9  # left- and right-saturated gate values (Karpathy et al., 2015)
+BATCH = 32  # inputs (sentences, texts, windows) recomputed together
 KEY = re.compile(r"^(?P<module>.+)\.l(?P<layer>\d+)\.(?:(?P<reverse>reverse)\.)?(?P<q>\w+)$")
 
 
@@ -55,33 +59,49 @@ def inspect(predictor: Any, texts: Any) -> list[dict[str, np.ndarray]]:
     docstring for names, shapes and positions). ``texts``: a list of inputs of the
     predictor's kind (a single one is taken as a list of one). A model without a recurrent
     module, or an input without positions (an empty text), raises a UserError."""
+    task = check_inspectable(predictor)
+    if isinstance(texts, (str, Path, dict)) or hasattr(texts, "columns"):
+        texts = [texts]
+    texts = list(texts)
+    for position, text in enumerate(texts):
+        if isinstance(text, str) and not text.strip():
+            raise _empty(position)
+        if task == "charlm":  # unseen chars are read as unknown, as Generator.score does
+            Predictor.check_input(predictor, text, position)
+        else:
+            predictor.check_input(text, position)
+    return [as_arrays(modules) for modules in run_modules(predictor, texts)]
+
+
+def check_inspectable(predictor: Any) -> str:
+    """The predictor's task, if its model has recurrent modules to inspect."""
     task = getattr(predictor, "task", None)
-    run = _RUNNERS.get(task)
-    if run is None or not isinstance(getattr(predictor, "model", None), nn.Module):
+    if task not in _RUNNERS or not isinstance(getattr(predictor, "model", None), nn.Module):
         raise UserError(
             f"inspect needs the predictor of a model with an LSTM or GRU "
             f"({', '.join(_RUNNERS)}), got {type(predictor).__name__}"
         )
-    if isinstance(texts, (str, Path, dict)) or hasattr(texts, "columns"):
-        texts = [texts]
-    texts = list(texts)
-    results = []
+    return task
+
+
+Modules = dict[str, tuple[dict[str, Tensor], list[str]]]  # module -> (gates, position labels)
+
+
+def run_modules(predictor: Any, items: list[Any]) -> list[Modules]:
+    """Per input, each recurrent module's gates ``(positions, hidden)`` and position labels,
+    the inputs run in batches (no checks: :func:`inspect` checks users' inputs)."""
     with predictor.lock, torch.no_grad():
-        for position, text in enumerate(texts):
-            if isinstance(text, str) and not text.strip():
-                raise _empty(position)
-            if task == "charlm":  # unseen chars are read as unknown, as Generator.score does
-                Predictor.check_input(predictor, text, position)
-            else:
-                predictor.check_input(text, position)
-            modules = run(predictor, text, position)
-            result: dict[str, np.ndarray] = {}
-            for name, (gates, labels) in modules.items():
-                result[f"{name}.positions"] = np.asarray(labels, dtype=str)
-                for key, value in gates.items():
-                    result[f"{name}.{key}"] = value.float().cpu().numpy()
-            results.append(result)
-    return results
+        return _RUNNERS[predictor.task](predictor, items)
+
+
+def as_arrays(modules: Modules) -> dict[str, np.ndarray]:
+    """One input's gates as float32 arrays named ``{module}.{key}``, with ``{module}.positions``."""
+    result: dict[str, np.ndarray] = {}
+    for name, (gates, labels) in modules.items():
+        result[f"{name}.positions"] = np.asarray(labels, dtype=str)
+        for key, value in gates.items():
+            result[f"{name}.{key}"] = value.float().cpu().numpy()
+    return result
 
 
 def _recurrent(module: Any, where: str) -> nn.LSTM | nn.GRU:
@@ -102,62 +122,84 @@ def _joined(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
+def _batches(lengths: list[int], size: int = BATCH) -> list[list[int]]:
+    """Positions in batches of similar lengths, each batch longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
 # ---------------------------------------------------------------------------- per task
 
 
-def _word_task(predictor: Any, text: Any, position: int) -> dict:
-    """ner and sentiment: the encoder over each sentence's embedded tokens."""
+def _word_task(predictor: Any, items: list[Any]) -> list[Modules]:
+    """ner and sentiment: the encoder over each sentence's embedded tokens (an input is raw
+    text, or a token list read as one sentence)."""
     from nlp_lstm.data.batching import move_batch
+    from nlp_lstm.tasks.ner import cut_input
 
-    if predictor.task == "ner":
-        from nlp_lstm.tasks.ner import cut_input
-
-        _, tokens, ranges = cut_input(text)
-        sentences = [[t.text for t in tokens[a:b]] for a, b in ranges]
-        labels = [t.text for t in tokens]
-    else:
-        spans = predictor.tokenize(text)
-        sentences = [[token for token, _, _ in spans]] if spans else []
-        labels = [text[a:b] for _, a, b in spans]
-    if not labels:
-        raise _empty(position)
+    sentences, owners, labels = [], [], []
+    for position, item in enumerate(items):
+        if predictor.task == "ner" or not isinstance(item, str):
+            _, tokens, ranges = cut_input(item)
+            cut = [[t.text for t in tokens[a:b]] for a, b in ranges]
+            names = [t.text for t in tokens]
+        else:
+            spans = predictor.tokenize(item)
+            cut = [[token for token, _, _ in spans]] if spans else []
+            names = [item[a:b] for _, a, b in spans]
+        if not names:
+            raise _empty(position)
+        sentences += cut
+        owners += [position] * len(cut)
+        labels.append(names)
     model = predictor.model
     rnn = _recurrent(model.encoder.rnn, "the encoder")
     split = predictor.split(sentences)
-    parts = []
-    for index, sentence in enumerate(sentences):
-        batch = move_batch(split.collate([index]), predictor.device)
+    parts: dict[int, dict[str, Tensor]] = {}
+    for indices in _batches([len(s) for s in sentences]):
+        batch = move_batch(split.collate(indices), predictor.device)
         embedded = model.embedder(batch.words, batch.chars, batch.char_index, batch.char_lengths)
-        parts.append(_first(rnn_gates(rnn, embedded, batch.lengths), len(sentence)))
-    return {"encoder": (_joined(parts), labels)}
+        gates = rnn_gates(rnn, embedded, batch.lengths)
+        for row, index in enumerate(batch.indices.tolist()):
+            parts[index] = _first(gates, len(sentences[index]), row)
+    joined: list[list[dict[str, Tensor]]] = [[] for _ in items]
+    for index, owner in enumerate(owners):
+        joined[owner].append(parts[index])
+    return [{"encoder": (_joined(p), names)} for p, names in zip(joined, labels, strict=True)]
 
 
-def _charlm(predictor: Any, text: str, position: int) -> dict:
-    if not text:
-        raise _empty(position)
+def _charlm(predictor: Any, items: list[str]) -> list[Modules]:
+    from nlp_lstm.data.batching import pad
+
+    for position, text in enumerate(items):
+        if not text:
+            raise _empty(position)
     model = predictor.model
     rnn = _recurrent(model.rnn, "the char LM's rnn")
-    ids = torch.tensor([predictor.chars.encode(text)], device=predictor.device)
-    return {"rnn": (_first(rnn_gates(rnn, model.embedding(ids)), len(text)), list(text))}
+    results: list[Modules] = [{} for _ in items]
+    for indices in _batches([len(t) for t in items]):
+        ids = pad([predictor.chars.encode(items[i]) for i in indices]).to(predictor.device)
+        lengths = torch.tensor([len(items[i]) for i in indices])
+        gates = rnn_gates(rnn, model.embedding(ids), lengths)
+        for row, index in enumerate(indices):
+            text = items[index]
+            results[index] = {"rnn": (_first(gates, len(text), row), list(text))}
+    return results
 
 
-def translate_inputs(predictor: Any, text: str) -> dict[str, Any]:
-    """What the translator's recurrent modules read for ``text``: the source ``batch`` and
-    ``ids``, its embedded ``source``, the ``translation`` ids (the predictor's own decoding),
-    the decoder's ``target_in`` ids ``(1, T)``, its LSTM inputs ``decoder_inputs`` ``(1, T,
-    D)`` (target embedding and fed attentional vector), its ``initial`` ``(h, c)`` and its
-    own last-layer states ``decoder_states`` ``(1, T, H)`` from stepping it."""
-    from nlp_lstm.data.batching import move_batch
-    from nlp_lstm.data.parallel import encode
-    from nlp_lstm.tasks.translate import IDS, PairCollator
+def decoder_steps(predictor: Any, batch: Any) -> dict[str, Any]:
+    """What the translator's decoder reads for a source ``batch``: its embedded ``source``,
+    the ``translations`` (the predictor's own decoding, one id list a row), the decoder's
+    ``target_in`` ids ``(B, T)`` (``<s>``, then the translation; padded) and
+    ``target_lengths``, its LSTM inputs ``decoder_inputs`` ``(B, T, D)`` (target embedding
+    and fed attentional vector), its ``initial`` ``(h, c)`` and its own last-layer states
+    ``decoder_states`` ``(B, T, H)`` from stepping it (teacher-forced)."""
+    from nlp_lstm.data.batching import pad
+    from nlp_lstm.tasks.translate import IDS
 
     model = predictor.model
-    ids = encode(predictor.source_tokenizer, [text])
-    if not ids[0]:
-        return {}
-    batch = move_batch(PairCollator(ids, None)([0]), predictor.device)
-    translation, _ = model.translate(batch, predictor.decoding, predictor.decoding.beam_size)
-    target_in = torch.tensor([[IDS.bos, *translation[0]]], device=predictor.device)
+    translations, _ = model.translate(batch, predictor.decoding, predictor.decoding.beam_size)
+    target_in = pad([[IDS.bos, *t] for t in translations]).to(predictor.device)
     memory, state = model.encode(batch)
     steps: list[tuple[Tensor, Tensor]] = []  # each step's LSTM input and output, as it ran
 
@@ -170,69 +212,130 @@ def translate_inputs(predictor: Any, text: str) -> dict[str, Any]:
     finally:
         hook.remove()
     return {
-        "batch": batch,
-        "ids": ids[0],
         "source": model.embedding_dropout(model.source_embedding(batch.source)),
-        "translation": translation[0],
+        "translations": translations,
         "target_in": target_in,
+        "target_lengths": [len(t) + 1 for t in translations],
         "decoder_inputs": torch.cat([inputs for inputs, _ in steps], 1),
         "initial": state.hidden,
         "decoder_states": torch.cat([outputs for _, outputs in steps], 1),
     }
 
 
-def _translate(predictor: Any, text: str, position: int) -> dict:
-    seen = translate_inputs(predictor, text)
-    if not seen:
-        raise _empty(position)
+def translate_inputs(predictor: Any, text: str) -> dict[str, Any]:
+    """:func:`decoder_steps` for one source text, with its ``batch`` and source ``ids``
+    ({} when the text has no tokens)."""
+    from nlp_lstm.data.batching import move_batch
+    from nlp_lstm.data.parallel import encode
+    from nlp_lstm.tasks.translate import PairCollator
+
+    ids = encode(predictor.source_tokenizer, [text])
+    if not ids[0]:
+        return {}
+    batch = move_batch(PairCollator(ids, None)([0]), predictor.device)
+    return {"batch": batch, "ids": ids[0], **decoder_steps(predictor, batch)}
+
+
+def _translate(predictor: Any, items: list[str]) -> list[Modules]:
+    from nlp_lstm.data.batching import move_batch
+    from nlp_lstm.data.parallel import encode
+    from nlp_lstm.tasks.translate import PairCollator
+
+    ids = encode(predictor.source_tokenizer, items)
+    for position, row in enumerate(ids):
+        if not row:
+            raise _empty(position)
     model = predictor.model
     encoder_rnn = _recurrent(model.encoder.rnn, "the encoder")
     decoder_rnn = _recurrent(model.decoder.rnn, "the decoder")
     source = predictor.source_tokenizer.id_to_token
     target = predictor.target_tokenizer.id_to_token
-    steps = seen["target_in"].shape[1]
-    encoder = rnn_gates(encoder_rnn, seen["source"], seen["batch"].source_lengths)
-    decoder = rnn_gates(decoder_rnn, seen["decoder_inputs"], state=seen["initial"])
-    return {
-        "encoder": (_first(encoder, len(seen["ids"])), [source(i) for i in seen["ids"]]),
-        "decoder": (_first(decoder, steps), [target(int(i)) for i in seen["target_in"][0]]),
-    }
+    collate = PairCollator(ids, None)
+    results: list[Modules] = [{} for _ in items]
+    for indices in _batches([len(row) for row in ids]):
+        batch = move_batch(collate(indices), predictor.device)
+        seen = decoder_steps(predictor, batch)
+        encoder = rnn_gates(encoder_rnn, seen["source"], batch.source_lengths)
+        decoder = rnn_gates(decoder_rnn, seen["decoder_inputs"], state=seen["initial"])
+        for row, index in enumerate(batch.indices.tolist()):
+            steps = seen["target_lengths"][row]
+            read = seen["target_in"][row, :steps].tolist()
+            results[index] = {
+                "encoder": (_first(encoder, len(ids[index]), row), [source(i) for i in ids[index]]),
+                "decoder": (_first(decoder, steps, row), [target(i) for i in read]),
+            }
+    return results
 
 
-def forecast_inputs(predictor: Any, table: Any) -> dict[str, Any]:
-    """What the forecaster's encoder reads for ``table``: the ``member`` (the first of an
-    ensemble), the ``segments`` ``(rows, S, D)`` (one row per target column with
-    independent channels, else one), the ``series`` and the window's row ``labels``."""
+def forecast_member(predictor: Any) -> nn.Module:
+    """The forecaster's network that is inspected (the first member of an ensemble)."""
     model = predictor.model
-    member = model.members[0] if hasattr(model, "members") else model
+    return model.members[0] if hasattr(model, "members") else model
+
+
+def forecast_segments(predictor: Any, windows: Tensor) -> Tensor:
+    """The segments ``(B * rows, S, D)`` the forecaster's encoder reads for scaled windows
+    ``(B, L, columns)``: ``rows`` is the number of target columns with independent
+    channels (each its own sequence, window-major), else 1."""
+    member = forecast_member(predictor)
+    x = windows.to(predictor.device)
+    if member.revin is not None:
+        x = member.revin.normalize(x)[0]
+    if member.independent:
+        x = x.transpose(1, 2).reshape(x.shape[0] * member.targets, x.shape[1], 1)
+    return member.project(x)
+
+
+def forecast_table(predictor: Any, table: Any) -> tuple[Tensor, list[str]]:
+    """A table's last ``data.look_back`` rows as the forecaster reads them, scaled ``(1, L,
+    columns)``, and their labels (time stamps, or row numbers)."""
     series = predictor.series(table)
     look_back = predictor.data.look_back
     columns = series.index([*predictor.targets, *predictor.features])
     window = predictor.scaler.transform(series.values[-look_back:, columns])
-    inputs = torch.as_tensor(window[None], dtype=torch.float32, device=predictor.device)
-    x = member.revin.normalize(inputs)[0] if member.revin is not None else inputs
-    if member.independent:
-        x = x.transpose(1, 2).reshape(member.targets, look_back, 1)
     first_row = len(series) - look_back
     if series.times is not None:
         labels = [t.isoformat(" ") for t in series.times[first_row:]]
     else:
         labels = [str(first_row + i) for i in range(look_back)]
-    return {"member": member, "segments": member.project(x), "labels": labels}
+    return torch.as_tensor(window[None], dtype=torch.float32), labels
 
 
-def _forecast(predictor: Any, table: Any, position: int) -> dict:
-    seen = forecast_inputs(predictor, table)
-    member, segments = seen["member"], seen["segments"]
-    rnn = _recurrent(member.encoder.rnn, "the forecaster's encoder")
+def forecast_inputs(predictor: Any, table: Any) -> dict[str, Any]:
+    """What the forecaster's encoder reads for ``table``: the ``member`` (the first of an
+    ensemble), the ``segments`` ``(rows, S, D)`` (one row per target column with
+    independent channels, else one) and the window's row ``labels``."""
+    window, labels = forecast_table(predictor, table)
+    segments = forecast_segments(predictor, window)
+    return {"member": forecast_member(predictor), "segments": segments, "labels": labels}
+
+
+def forecast_windows(predictor: Any, windows: Tensor, row_labels: list[list[str]]) -> list[Modules]:
+    """The encoder's gates over scaled windows ``(B, L, columns)``, one result a window, its
+    positions the segments labelled by their last row's label (``column label`` with
+    independent channels)."""
+    rnn = _recurrent(forecast_member(predictor).encoder.rnn, "the forecaster's encoder")
+    segments = forecast_segments(predictor, windows)
     gates = rnn_gates(rnn, segments)
-    size = len(seen["labels"]) // segments.shape[1]
-    ends = seen["labels"][size - 1 :: size]
-    rows = segments.shape[0]
+    count, steps = windows.shape[0], segments.shape[1]
+    rows = segments.shape[0] // count
     names = predictor.targets if rows > 1 else [""]
-    labels = [f"{name} {end}".strip() for name in names for end in ends]
-    parts = [_first(gates, segments.shape[1], row) for row in range(rows)]
-    return {"encoder": (_joined(parts), labels)}
+    size = windows.shape[1] // steps
+    results = []
+    for window, labels in enumerate(row_labels):
+        ends = labels[size - 1 :: size]
+        parts = [_first(gates, steps, window * rows + row) for row in range(rows)]
+        positions = [f"{name} {end}".strip() for name in names for end in ends]
+        results.append({"encoder": (_joined(parts), positions)})
+    return results
+
+
+def _forecast(predictor: Any, items: list[Any]) -> list[Modules]:
+    results = []
+    for table in items:
+        window, labels = forecast_table(predictor, table)
+        results += forecast_windows(predictor, window, [labels])
+    return results
 
 
 _RUNNERS = {
@@ -262,15 +365,35 @@ def cell_kind(arrays: dict[str, np.ndarray]) -> str:
 # ---------------------------------------------------------------------------- mode=inspect
 
 
+@dataclass
+class InspectConfig:
+    """The ``inspect`` section: which split ``mode=inspect`` scans for the saturation plot,
+    the property cells (cells.md) and the LSTMVis export, and how much of it."""
+
+    split: Literal["train", "dev", "test"] | None = "dev"  # null: the input texts only
+    max_positions: int = 200_000  # the split's first positions (about) that are scanned
+    export_positions: int = 20_000  # its first positions written for LSTMVis
+    top: int = 3  # units listed per property
+    excerpt: int = 0  # positions shown per property (0: 240 characters, or 40 tokens)
+
+    def __post_init__(self) -> None:
+        check_fields(self, at_least_one=("max_positions", "top"))
+        if self.export_positions < 0 or self.excerpt < 0:
+            raise ConfigError("export_positions and excerpt must be 0 or more")
+
+
 def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
-    """``mode=inspect ckpt=PATH input=FILE``: gates.npz, inside.html and saturation.png in
-    the run folder, and one JSON line (see docs/inside.md)."""
+    """``mode=inspect ckpt=PATH input=FILE``: gates.npz, inside.html, saturation.png, and
+    over the ``inspect.split`` cells.md, cells.png and lstmvis/, in the run folder, and one
+    JSON line (see docs/inside.md)."""
     from nlp_lstm.cli import checkpoint_task
+    from nlp_lstm.config import to_dataclass
     from nlp_lstm.files import read_lines
     from nlp_lstm.tasks.common import input_lines_path, predictor_for_run, report
 
     if not cfg.get("ckpt"):
         raise UserError("mode=inspect needs ckpt=PATH (a checkpoints/best.pt of any task)")
+    settings = to_dataclass(InspectConfig, cfg.get("inspect") or {}, "inspect")
     task = checkpoint_task(cfg)
     if task not in _RUNNERS:
         raise UserError(f"{cfg.ckpt}: a {task} model has no LSTM or GRU to inspect")
@@ -284,29 +407,84 @@ def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
         inputs = [line for line in read_lines(path, "input file") if line.strip()]
         if not inputs:
             raise DataError(path, None, "input holds no lines")
+    started = time.perf_counter()
     try:
         results = inspect(predictor, inputs)
     except (TypeError, ValueError) as err:
         if isinstance(err, UserError):
             raise
         raise DataError(path, None, str(err)) from None
-    files = {
-        "gates": run_dir / "gates.npz",
-        "page": run_dir / "inside.html",
-        "saturation": run_dir / "saturation.png",
-    }
+    files = {"gates": run_dir / "gates.npz", "page": run_dir / "inside.html",
+             "saturation": run_dir / "saturation.png"}  # fmt: skip
     np.savez_compressed(files["gates"], **results[0])
-    files["page"].write_text(inside_page(results[0], task, cfg.ckpt), encoding="utf-8")
-    fractions = saturation(results)
+    summary: dict[str, Any] = {"task": task, "inputs": len(results), "positions": sum(
+        len(r[k]) for r in results for k in r if k.endswith(".positions"))}  # fmt: skip
+    best: dict = {}
+    if settings.split:
+        best, fractions, scanned = scan_split(cfg, predictor, settings, run_dir, files)
+        summary["split"] = scanned
+    else:
+        fractions = saturation(results)
+    files["page"].write_text(inside_page(results[0], task, cfg.ckpt, best), encoding="utf-8")
     plot_saturation(fractions, files["saturation"])
-    summary = {
-        "task": task,
-        "inputs": len(results),
-        "positions": sum(len(r[k]) for r in results for k in r if k.endswith(".positions")),
-        "files": {name: str(p) for name, p in files.items()},
-        "forget_saturated": forget_saturated(fractions, cell_kind(results[0])),
-    }
+    summary["files"] = {name: str(p) for name, p in files.items()}
+    summary["forget_saturated"] = forget_saturated(fractions, cell_kind(results[0]))
+    summary["cells"] = {name: {"unit": units[0].name, "r": round(units[0].r, 4)}
+                        for name, units in best.items()}  # fmt: skip
+    summary["seconds"] = round(time.perf_counter() - started, 2)
     report(summary, run_dir / "inside.json")
+
+
+def scan_split(cfg: DictConfig, predictor: Any, settings: InspectConfig, run_dir: Path,
+               files: dict[str, Path]) -> tuple[dict, dict, dict]:  # fmt: skip
+    """Scan ``inspect.split`` of the checkpoint's data (``data.*`` given on the command
+    line replace its values): cells.md, cells.png and lstmvis/ into ``files``; the best
+    units per property, the saturation fractions and a summary of the split."""
+    from nlp_lstm.cells import cells_markdown, excerpts, plot_cells, read_sample, scan
+    from nlp_lstm.lstmvis import write_lstmvis
+
+    task, split = predictor.task, str(settings.split)
+    data = inspected_data(cfg, predictor)
+    sample = read_sample(predictor, data, split, settings.max_positions)
+    result = scan(predictor, sample, settings.export_positions)
+    best = result.best(settings.top)
+    length = settings.excerpt or (240 if task == "charlm" else 40)
+    shown = excerpts(predictor, sample, [units[0] for units in best.values()], length)
+    files["cells"] = run_dir / "cells.md"
+    files["cells_plot"] = run_dir / "cells.png"
+    files["cells"].write_text(
+        cells_markdown(task, cfg.ckpt, split, sample, result, best, shown), encoding="utf-8"
+    )
+    plot_cells(shown, files["cells_plot"], chars=task == "charlm")
+    for module, arrays in result.kept.items():
+        joined = {key: np.concatenate(parts) for key, parts in arrays.items()}
+        files["lstmvis"] = run_dir / "lstmvis"
+        write_lstmvis(
+            files["lstmvis"] / module, f"{task} {module}",
+            f"{Path(str(cfg.ckpt)).name} over {sample.source}",
+            result.kept_labels[module], joined,
+        )  # fmt: skip
+    scanned = {"name": split, "source": sample.source, "inputs": result.inputs,
+               "positions": sum(result.positions.values())}  # fmt: skip
+    return best, result.saturation(), scanned
+
+
+def inspected_data(cfg: DictConfig, predictor: Any) -> dict:
+    """The checkpoint's ``data`` section, with the ``data.*`` values given on the command
+    line in place of its own."""
+    data = dict(predictor.bundle.config.get("data", {}))
+    given = set()
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        if HydraConfig.initialized():
+            given = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        pass
+    for name in given:
+        if name.startswith("data.") and name[5:] in cfg.data:
+            data[name[5:]] = cfg.data[name[5:]]
+    return data
 
 
 # ---------------------------------------------------------------------------- saturation
@@ -401,9 +579,21 @@ def page_data(arrays: dict[str, np.ndarray]) -> dict:
     return modules
 
 
-def inside_page(arrays: dict[str, np.ndarray], task: str, ckpt: str) -> str:
-    """One self-contained HTML page (inline CSS and JS, nothing fetched) of one input."""
-    data = json.dumps({"task": task, "modules": page_data(arrays)}, separators=(",", ":"))
+def inside_page(
+    arrays: dict[str, np.ndarray], task: str, ckpt: str, best: dict | None = None
+) -> str:
+    """One self-contained HTML page (inline CSS and JS, nothing fetched) of one input;
+    ``best`` (property -> ranked units, from the split's scan) adds a button per property
+    that shows its best unit. The URL's hash selects a view: ``#module=rnn&layer=l1&
+    direction=forward&quantity=c&cell=17``."""
+    shortcuts = []
+    for name, units in (best or {}).items():
+        module, layer, reverse, q = parse_key(units[0].key)  # type: ignore[misc]
+        shortcuts.append({"property": name, "module": module, "layer": f"l{layer}",
+                          "direction": "backward" if reverse else "forward", "quantity": q,
+                          "cell": units[0].unit, "r": round(units[0].r, 3)})  # fmt: skip
+    data = json.dumps({"task": task, "modules": page_data(arrays), "best": shortcuts},
+                      separators=(",", ":"))  # fmt: skip
     data = data.replace("</", "<\\/")
     title = html.escape(f"inside {task}: {Path(str(ckpt)).name}")
     return PAGE.replace("__TITLE__", title).replace("__DATA__", data)
@@ -420,6 +610,7 @@ body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
 #tip{position:fixed;display:none;background:#fff;border:1px solid #999;padding:6px 9px;
 font:12px ui-monospace,monospace;box-shadow:2px 2px 6px #0003;pointer-events:none}
 #legend{font-size:12px;color:#555}
+#best button{margin:.4em .4em 0 0;font-size:12px}
 </style></head><body>
 <h2>__TITLE__</h2>
 <div id="controls">
@@ -430,6 +621,7 @@ font:12px ui-monospace,monospace;box-shadow:2px 2px 6px #0003;pointer-events:non
 <label>cell <input id="cell" type="number" min="0" value="0" style="width:5em"></label>
 <span id="size"></span>
 </div>
+<div id="best"></div>
 <div id="text"></div>
 <div id="legend"></div>
 <div id="tip"></div>
@@ -491,9 +683,21 @@ function tip(e, p, label, j) {
   pre.style.margin = "4px 0 0"; pre.textContent = lines.join("\\n"); t.appendChild(pre);
   t.style.display = "block"; t.style.left = (e.clientX + 14) + "px"; t.style.top = (e.clientY + 14) + "px";
 }
+function show(view) {
+  if (view.module && DATA.modules[view.module]) { $("module").value = view.module; update(); }
+  if (view.layer) { $("layer").value = view.layer; update(); }
+  if (view.direction) { $("direction").value = view.direction; update(); }
+  if (view.quantity) $("quantity").value = view.quantity;
+  if (view.cell !== undefined) $("cell").value = view.cell;
+  draw();
+}
 fill($("module"), Object.keys(DATA.modules));
 $("module").onchange = update; $("layer").onchange = update; $("direction").onchange = update;
 $("quantity").onchange = draw; $("cell").oninput = draw;
 update();
+DATA.best.forEach(b => { const button = document.createElement("button");
+  button.textContent = `${b.property}: ${b.module} ${b.layer}${b.direction === "backward" ? " backward" : ""} ${b.quantity} ${b.cell} (r ${b.r >= 0 ? "+" : ""}${b.r})`;
+  button.onclick = () => show(b); $("best").appendChild(button); });
+if (location.hash.length > 1) show(Object.fromEntries(new URLSearchParams(location.hash.slice(1))));
 </script></body></html>
 """

@@ -277,6 +277,7 @@ def test_nlp_lstm_command_composes(command, composer):
     from nlp_lstm.config import conf_dir, task_module, to_dataclass
     from nlp_lstm.data.vectors import EmbeddingsConfig
     from nlp_lstm.export import ExportConfig
+    from nlp_lstm.inside import InspectConfig
     from nlp_lstm.serve.settings import ServeConfig
     from nlp_lstm.train.trainer import TrainerConfig
 
@@ -294,6 +295,7 @@ def test_nlp_lstm_command_composes(command, composer):
         to_dataclass(EmbeddingsConfig, cfg.embeddings, "embeddings")
     to_dataclass(ExportConfig, cfg.export, "export")
     to_dataclass(ServeConfig, cfg.serve, "serve")
+    to_dataclass(InspectConfig, cfg.inspect, "inspect")
     assert cfg.mode in task_modes(cfg.task.name), f"task {cfg.task.name} has no mode {cfg.mode}"
     assert cfg.task.monitor in module.METRICS
 

@@ -155,9 +155,28 @@ def test_inspect_mode_writes_every_file(task, trained_models, tmp_path):
     assert code == 0, err[-2000:]
     summary = last_json(out)
     assert summary["task"] == task
-    assert set(summary["files"]) == {"gates", "page", "saturation"}
-    for path in summary["files"].values():
-        assert Path(path).is_file() and Path(path).stat().st_size > 0
+    assert set(summary["files"]) == {
+        "gates",
+        "page",
+        "saturation",
+        "cells",
+        "cells_plot",
+        "lstmvis",
+    }
+    for name, path in summary["files"].items():
+        if name != "lstmvis":
+            assert Path(path).is_file() and Path(path).stat().st_size > 0
+    modules = {"translate": {"encoder", "decoder"}, "charlm": {"rnn"}}.get(task, {"encoder"})
+    assert {p.name for p in (run / "lstmvis").iterdir()} == modules
+    for module in modules:
+        assert {p.name for p in (run / "lstmvis" / module).iterdir()} == {
+            "lstm.yml", "states.h5", "words.h5", "words.dict"}  # fmt: skip
+    split = summary["split"]
+    assert split["name"] == "dev" and split["positions"] > 0 and split["inputs"] > 0
+    assert summary["cells"] and all(-1 <= c["r"] <= 1 for c in summary["cells"].values())
+    cells = (run / "cells.md").read_text()
+    assert all(f"| {name} |" in cells for name in summary["cells"])
+    assert (run / "cells.png").read_bytes()[:4] == b"\x89PNG"
     gates = np.load(run / "gates.npz")
     first = nlp_lstm.inspect(nlp_lstm.load(trained_models["ckpt"][task], "cpu"),
                              [str(source)] if task == "forecast" else texts_for(task, trained_models["files"])[:1])[0]  # fmt: skip
