@@ -41,6 +41,7 @@ from nlp_lstm.inside import (
     run_modules,
 )
 
+SCAN_HINT = "give data.<split>=FILE, or inspect.split=null to read the input only"
 CHUNK = 400  # charlm: a split's text is read in pieces of whole lines up to this long
 SEARCHED = ("c", "h")  # the quantities searched for property cells
 SPEAKER = re.compile(r"[A-Z][A-Za-z' .,-]{0,40}:")  # a play's speaker-name line
@@ -77,11 +78,11 @@ def read_sample(predictor: Any, data: dict, split: str, max_positions: int) -> S
         config = to_dataclass(CharLMDataConfig, data, "data")
         if split == "dev" or not getattr(config, split):
             if split == "test":
-                raise ConfigError("no test text (data.test) to inspect")
+                raise ConfigError(f"no test text (data.test) to inspect: {SCAN_HINT}")
             train_text, dev_text, source = read_corpus(config)
             text = dev_text if split == "dev" else train_text
         else:
-            path = require_file(getattr(config, split), f"{split} file (data.{split})", "")
+            path = require_file(getattr(config, split), f"{split} file (data.{split})", SCAN_HINT)
             text, source = read_text(path, f"{split} file"), str(path)
         pieces = list(line_chunks(text[:max_positions], CHUNK))
         return Sample(source, pieces, [None] * len(pieces))
@@ -91,7 +92,7 @@ def read_sample(predictor: Any, data: dict, split: str, max_positions: int) -> S
         from nlp_lstm.tasks.ner import NERDataConfig, _with_iob2_tags
 
         config = to_dataclass(NERDataConfig, data, "data")
-        path = require_file(getattr(config, split), f"{split} file (data.{split})", "")
+        path = require_file(getattr(config, split), f"{split} file (data.{split})", SCAN_HINT)
         sentences = read_conll(path, config.token_column, config.tag_column, what=f"{split} file")
         sentences = _with_iob2_tags(_until(sentences, max_positions, lambda s: len(s.tokens)))
         return Sample(str(path), [s.tokens for s in sentences], [s.tags for s in sentences])
@@ -145,7 +146,7 @@ def _forecast_sample(predictor: Any, data: dict, split: str, max_positions: int)
     from nlp_lstm.tasks.forecast import prepare
 
     config = replace(predictor.data, path=data.get("path") or predictor.data.path)
-    path = require_file(config.path, "series file (data.path)", "")
+    path = require_file(config.path, "series file (data.path)", SCAN_HINT)
     series = read_series(path, config.time_column)
     prepared = prepare(series, config, predictor.targets, predictor.features, predictor.scaler)
     windows = prepared.windows[split]

@@ -362,6 +362,50 @@ def cell_kind(arrays: dict[str, np.ndarray]) -> str:
     return "lstm" if any(k.endswith(".f") for k in arrays) else "gru"
 
 
+def modules_of(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per module of one input's arrays: its ``layers``, ``directions``, ``hidden`` size
+    and ``quantities``."""
+    found: dict[str, dict[str, Any]] = {}
+    for key, value in arrays.items():
+        parsed = parse_key(key)
+        if parsed is None:
+            continue
+        module, layer, reverse, q = parsed
+        entry = found.setdefault(module, {"layers": 0, "directions": ["forward"],
+                                          "hidden": int(value.shape[1]), "quantities": []})  # fmt: skip
+        entry["layers"] = max(entry["layers"], layer + 1)
+        if reverse and "backward" not in entry["directions"]:
+            entry["directions"].append("backward")
+        if q not in entry["quantities"]:
+            entry["quantities"].append(q)
+    return found
+
+
+def cell_view(arrays: dict[str, np.ndarray], module: str | None = None, layer: int | None = None,
+              direction: str = "forward", cell: int = 0) -> dict[str, Any]:  # fmt: skip
+    """One unit of one input's arrays: every quantity's values at each position for
+    ``cell`` of ``module`` (default: the first), ``layer`` (default: the last) and
+    ``direction``, with the positions and what the modules hold (for the demo page)."""
+    modules = modules_of(arrays)
+    module = module or next(iter(modules))
+    if module not in modules:
+        raise ValueError(f"no module {module!r} (modules: {', '.join(modules)})")
+    shape = modules[module]
+    layer = shape["layers"] - 1 if layer is None else layer
+    if not 0 <= layer < shape["layers"]:
+        raise ValueError(f"{module} has layers 0 to {shape['layers'] - 1}, not {layer}")
+    if direction not in shape["directions"]:
+        raise ValueError(f"{module} has directions {', '.join(shape['directions'])}, not {direction!r}")  # fmt: skip
+    if not 0 <= cell < shape["hidden"]:
+        raise ValueError(f"{module} has cells 0 to {shape['hidden'] - 1}, not {cell}")
+    prefix = f"{module}.l{layer}." + ("reverse." if direction == "backward" else "")
+    values = {q: np.round(arrays[prefix + q][:, cell].astype(np.float64), 5).tolist()
+              for q in shape["quantities"]}  # fmt: skip
+    return {"modules": modules, "module": module, "layer": layer, "direction": direction,
+            "cell": cell, "positions": [str(p) for p in arrays[f"{module}.positions"]],
+            "values": values}  # fmt: skip
+
+
 # ---------------------------------------------------------------------------- mode=inspect
 
 

@@ -245,3 +245,22 @@ def test_mode_inspect_names_its_run_folder_after_the_checkpoints_task(
     assert name_checkpoint_task(["mode=test", f"ckpt={ckpt}"]) == ["mode=test", f"ckpt={ckpt}"]
     missing = ["mode=inspect", f"ckpt={tmp_path / 'none.pt'}"]
     assert name_checkpoint_task(missing) == missing  # the mode reports it
+
+
+def test_inspect_mode_split_choices(trained_models, tmp_path):
+    """inspect.split=null reads the input only; a split whose file is missing is one line."""
+    source = input_file("ner", trained_models["files"], tmp_path)
+    ckpt = trained_models["ckpt"]["ner"]
+    code, out, err = run_main("mode=inspect", f"ckpt={ckpt}", f"input={source}",
+                              "inspect.split=null", f"hydra.run.dir={tmp_path / 'a'}")  # fmt: skip
+    assert code == 0, err[-2000:]
+    summary = last_json(out)
+    assert set(summary["files"]) == {"gates", "page", "saturation"} and not summary["cells"]
+    assert "split" not in summary and not (tmp_path / "a" / "cells.md").exists()
+    code, _, err = run_main("mode=inspect", f"ckpt={ckpt}", f"input={source}",
+                            f"data.dev={tmp_path / 'gone.txt'}", f"hydra.run.dir={tmp_path / 'b'}")  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "gone.txt" in err and "inspect.split=null" in err
+    code, _, err = run_main("mode=inspect", f"ckpt={ckpt}", f"input={source}",
+                            "inspect.split=nope", f"hydra.run.dir={tmp_path / 'c'}")  # fmt: skip
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "inspect.split" in err

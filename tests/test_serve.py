@@ -309,3 +309,35 @@ def test_mode_serve_refuses_bad_settings_in_one_line(trained_models, tmp_path):
         code, _, err = run_main(*args)
         lines = err.strip().splitlines()
         assert code == 2 and fragment in lines[-1] and lines[-1].startswith("error:"), (args, err)
+
+
+def test_inside_answers_one_unit_of_every_module_as_inspect_computes_it(predictors, trained_models):
+    import numpy as np
+
+    table = series_table(trained_models, 40)
+    inputs = {"ner": TEXTS[0], "sst": "a moving film", "lm": "To be, or", "mt": "ein hund",
+              "fc": table}  # fmt: skip
+    with live_server(predictors) as (port, _):
+        for name, text in inputs.items():
+            arrays = nlp_lstm.inspect(predictors[name], [text])[0]
+            code, view = request(port, "POST", f"/v1/models/{name}/inside", {"input": text})
+            assert code == 200, view
+            module = view["module"]
+            shape = view["modules"][module]
+            assert view["layer"] == shape["layers"] - 1 and view["cell"] == 0
+            assert view["positions"] == arrays[f"{module}.positions"].tolist()
+            prefix = f"{module}.l{view['layer']}."
+            for q, values in view["values"].items():
+                assert np.allclose(values, arrays[prefix + q][:, 0], atol=1e-4), (name, q)
+        # another unit, layer and direction of the tagger's encoder
+        code, view = request(port, "POST", "/v1/models/ner/inside", {"input": TEXTS[0],
+                             "module": "encoder", "layer": 0, "direction": "backward", "cell": 5})  # fmt: skip
+        arrays = nlp_lstm.inspect(predictors["ner"], [TEXTS[0]])[0]
+        assert code == 200 and np.allclose(view["values"]["f"], arrays["encoder.l0.reverse.f"][:, 5], atol=1e-4)  # fmt: skip
+        for body, words in (({"input": "To be", "cell": 10_000}, "cells 0 to"),
+                            ({"input": "To be", "module": "nope"}, "no module"),
+                            ({"input": "To be", "direction": "backward"}, "directions"),
+                            ({"input": ""}, "empty"), ({"input": 5}, "expected")):  # fmt: skip
+            code, answer = request(port, "POST", "/v1/models/lm/inside", body)
+            assert code == 422 and words in answer["error"], (body, answer)
+        assert request(port, "GET", "/health")[0] == 200

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as EC
@@ -395,3 +396,32 @@ def test_the_sentiment_weights_are_a_distribution(page):
     weights = [float(w.get_attribute("data-weight")) for w in page.find_all("#sentiment-words .word")]  # fmt: skip
     assert math.isclose(sum(weights), 1.0, abs_tol=1e-3)
     assert page.text_of(page.find("#sentiment-words")) == text
+
+
+def test_inside_view_shades_the_input_by_the_chosen_unit(page, server):
+    page.choose("lm")
+    page.type("#text", "To be, or")
+    page.find("#inside-run").click()
+    page.wait.until(
+        lambda d: page.find("#inside").is_displayed() and page.find_all("#in-text span")
+    )
+    spans = page.find_all("#in-text span")
+    assert "".join(page.text_of(s) for s in spans) == "To be, or"
+    assert Select(page.find("#in-quantity")).first_selected_option.get_attribute("value") == "c"
+
+    def shades() -> list[str]:
+        return [s.value_of_css_property("background-color") for s in page.find_all("#in-text span")]
+
+    first = shades()
+    page.type("#in-cell", "3")
+    page.find("#in-cell").send_keys(Keys.TAB)  # change: the page asks for unit 3
+    page.wait.until(lambda d: shades() != first)
+    view = post(f"{server}/v1/models/lm/inside", {"input": "To be, or", "cell": 3})
+    scale = max(abs(v) for v in view["values"]["c"])
+    for shade, value in zip(shades(), view["values"]["c"], strict=True):
+        alpha = float(shade.split(",")[-1].rstrip(")")) if shade.count(",") == 3 else 1.0
+        assert abs(alpha - min(1.0, abs(value) / scale)) < 0.01, (shade, value)
+    ActionChains(page.driver).move_to_element(page.find_all("#in-text span")[1]).perform()
+    tip = page.find("#in-tip")
+    page.wait.until(lambda d: tip.is_displayed())
+    assert "position 1" in tip.text and "forget gate" in tip.text and "cell 3" in tip.text

@@ -6,6 +6,9 @@ and how bad requests are refused.
 - ``POST /v1/models/{name}/predict`` ``{"inputs": [...], "options": {...}}`` ->
   ``{"model": name, "outputs": [...]}``, one output per input, in order.
 - ``GET /v1/models/{name}/example``: an input to try the model with.
+- ``POST /v1/models/{name}/inside`` ``{"input": ..., "module", "layer", "direction",
+  "cell"}`` -> every gate, cell and hidden value of that unit at each position of the
+  input (:func:`nlp_lstm.inside.cell_view`), and what the model's modules hold.
 - ``POST /v1/models/{name}/stream`` ``{"prompt": "...", "options": {...}}`` (charlm): the
   continuation as server-sent events, a character at a time.
 - ``GET /``: the demo page; ``/docs``: the OpenAPI page.
@@ -51,6 +54,14 @@ class PredictRequest(BaseModel):
 class StreamRequest(BaseModel):
     prompt: str
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class InsideRequest(BaseModel):
+    input: Any = Field(description="one input, as one of predict's inputs")
+    module: str | None = Field(None, description="default: the first recurrent module")
+    layer: int | None = Field(None, description="default: the last layer")
+    direction: str = "forward"
+    cell: int = 0
 
 
 class BadRequest(Exception):
@@ -371,6 +382,23 @@ def create_app(load_models: Callable[[], dict[str, Predictor]], serve: ServeConf
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})  # fmt: skip
+
+    @app.post("/v1/models/{name}/inside")
+    async def inside(name: str, body: InsideRequest) -> dict:
+        from nlp_lstm.inside import cell_view, inspect
+
+        predictor, _ = model(name)
+        check_inputs(predictor.task, predictor, [body.input], serve)
+
+        def look() -> dict:
+            arrays = inspect(predictor, [body.input])[0]
+            return cell_view(arrays, body.module, body.layer, body.direction, body.cell)
+
+        try:
+            view = await asyncio.to_thread(look)
+        except (UserError, ValueError, TypeError) as err:
+            raise BadRequest(422, str(err)) from None
+        return {"model": name, **view}
 
     @app.get("/v1/models/{name}/example")
     async def example(name: str) -> dict:
