@@ -202,23 +202,26 @@ def decoder_steps(predictor: Any, batch: Any) -> dict[str, Any]:
     target_in = pad([[IDS.bos, *t] for t in translations]).to(predictor.device)
     memory, state = model.encode(batch)
     steps: list[tuple[Tensor, Tensor]] = []  # each step's LSTM input and output, as it ran
+    recur = model.decoder.recur
 
-    def seen_by_rnn(_module, args, output) -> None:
-        steps.append((args[0], output[0]))
+    def seen_by_rnn(inputs: Tensor, hidden):
+        output, hidden = recur(inputs, hidden)
+        steps.append((inputs, output))
+        return output, hidden
 
-    hook = model.decoder.rnn.register_forward_hook(seen_by_rnn)
+    model.decoder.recur = seen_by_rnn  # for this call only: the instance's own attribute
     try:
         model.decoder(target_in, state, memory)  # teacher forcing: the decoder's own steps
     finally:
-        hook.remove()
+        del model.decoder.recur
     return {
         "source": model.embedding_dropout(model.source_embedding(batch.source)),
         "translations": translations,
         "target_in": target_in,
         "target_lengths": [len(t) + 1 for t in translations],
-        "decoder_inputs": torch.cat([inputs for inputs, _ in steps], 1),
+        "decoder_inputs": torch.stack([inputs for inputs, _ in steps], 1),
         "initial": state.hidden,
-        "decoder_states": torch.cat([outputs for _, outputs in steps], 1),
+        "decoder_states": torch.stack([outputs for _, outputs in steps], 1),
     }
 
 

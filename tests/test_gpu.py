@@ -77,3 +77,18 @@ def test_translation_search_on_cuda_matches_cpu():
         model.cuda()
         on_gpu = move_batch(batch, torch.device("cuda"))
         assert [model.translate(on_gpu, DecodeConfig(), k)[0] for k in (1, 5)] == expected
+
+
+def test_rnn_step_on_cuda_matches_the_module():
+    from nlp_lstm.modules.step import rnn_step
+
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(16, 32, num_layers=2, batch_first=True).cuda().eval()
+    inputs = torch.randn(5, 12, 16, device="cuda")
+    with torch.no_grad():
+        expected, _ = rnn(inputs)
+        state, outputs = None, []
+        for t in range(12):
+            output, state = rnn_step(rnn, inputs[:, t], state)
+            outputs.append(output)
+    torch.testing.assert_close(torch.stack(outputs, 1), expected, rtol=1e-4, atol=1e-5)

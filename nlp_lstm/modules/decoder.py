@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nlp_lstm.modules.attention import AttentionKind, GlobalAttention
+from nlp_lstm.modules.step import rnn_step
 
 
 @dataclass
@@ -108,11 +109,17 @@ class AttentionDecoder(nn.Module):
         inputs = self.dropout(self.embedding(tokens))
         if self.input_feeding:
             inputs = torch.cat([inputs, state.feed.to(inputs.dtype)], dim=-1)
-        output, hidden = self.rnn(inputs.unsqueeze(1), state.hidden)
-        output = output.squeeze(1)
+        output, hidden = self.recur(inputs, state.hidden)
         context, weights = self.attention(output, memory.states, memory.keys, memory.mask)
         attentional = self.dropout(torch.tanh(self.combine(torch.cat([context, output], dim=-1))))
         return attentional, DecoderState(hidden, attentional), weights
+
+    def recur(
+        self, inputs: Tensor, hidden: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """The LSTM's step: ``inputs`` ``(N, D)`` -> output ``(N, hidden_size)`` and the new
+        ``(h, c)`` (:func:`nlp_lstm.modules.step.rnn_step`)."""
+        return rnn_step(self.rnn, inputs, hidden)
 
     def logits(self, attentional: Tensor) -> Tensor:
         """Scores over the target vocabulary for attentional vectors ``(..., hidden_size)``."""

@@ -26,6 +26,7 @@ from nlp_lstm.errors import ConfigError, DataError, UserError
 from nlp_lstm.files import atomic_write_text, read_lines, read_text
 from nlp_lstm.modules.encoder import CellKind
 from nlp_lstm.modules.sampling import sample_next
+from nlp_lstm.modules.step import rnn_step
 from nlp_lstm.tasks.common import (
     check_output_format,
     checkpoint_for,
@@ -182,12 +183,20 @@ class CharLanguageModel(nn.Module):
             raise ValueError("generate needs a prompt of at least one char")
         device = self.output.weight.device
         logits, state = self.logits(torch.tensor([prompt], device=device))
+        scores = logits[:, -1]
         for _ in range(length):
-            scores = logits[:, -1].float()
+            scores = scores.float()
             scores[:, list(banned)] = float("-inf")
             next_id = sample_next(scores, temperature, top_k, top_p, generator)
             yield int(next_id)
-            logits, state = self.logits(next_id.unsqueeze(1), state)
+            scores, state = self.step(next_id, state)
+
+    def step(self, ids: Tensor, state) -> tuple[Tensor, object]:
+        """Scores ``(N, V)`` of the char after ``ids`` ``(N,)``, and the new state: one
+        recurrent step (:func:`nlp_lstm.modules.step.rnn_step`), as ``logits(ids[:, None],
+        state)`` computes it."""
+        output, state = rnn_step(self.rnn, self.dropout(self.embedding(ids)), state)
+        return self.output(self.dropout(output)), state
 
 
 def _detached(state):
