@@ -64,6 +64,9 @@ class Split:
     ``lengths`` their sizes for length bucketing, and ``collate(positions)`` turns a list
     of positions into a batch (``None`` for a split that is only scored).
 
+    ``tokens`` (optional) is what a token budget (``trainer.batch_tokens``) counts of each
+    example, if not its length (translate: the longer of source and target).
+
     A split whose batches must come in a fixed order (a stateful model that carries its
     state from one batch to the next, as truncated backpropagation through time does)
     sets ``batches(batch_size, rank, world_size, train) -> list of position lists``: this
@@ -74,6 +77,7 @@ class Split:
     lengths: Sequence[int]
     collate: Callable[[list[int]], Any] | None = None
     batches: Callable[[int, int, int, bool], list[list[int]]] | None = None
+    tokens: Sequence[int] | None = None
 
     def __len__(self) -> int:
         return len(self.examples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -11,6 +12,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from nlp_lstm.data.vocab import Vocab
 from nlp_lstm.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 MAX_WORD_CHARS = 30  # longer words are cut for the char encoders
 
@@ -23,6 +26,12 @@ class BucketBatchSampler(Sampler[list[int]]):
     (``set_epoch``), so a resumed run sees the same batches as an uninterrupted one, and
     every rank computes the same list. Evaluation order (``shuffle=False``): sorted by
     length, longest first.
+
+    Batches hold ``batch_size`` examples, or with ``max_tokens`` as many as fit in that
+    many tokens counted as the batch's padded size (examples x the largest of their
+    ``tokens``, by default their lengths), as fairseq's ``max_tokens`` and OpenNMT's
+    ``batch_type: tokens`` count them; an example larger than the budget is a batch of its
+    own (and logged once).
 
     With ``world_size > 1`` rank ``r`` takes batches ``r, r + world_size, ...``. In
     training the batch list is first padded with batches from its start, so every rank
@@ -39,46 +48,88 @@ class BucketBatchSampler(Sampler[list[int]]):
         pool_batches: int = 50,
         rank: int = 0,
         world_size: int = 1,
+        max_tokens: int | None = None,
+        tokens: Sequence[int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside a world of {world_size}")
         self.lengths = list(lengths)
+        self.tokens = list(tokens) if tokens is not None else self.lengths
+        if len(self.tokens) != len(self.lengths):
+            raise ValueError(f"{len(self.tokens)} token counts for {len(self.lengths)} examples")
         self.batch_size = batch_size
+        self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
         self.pool_batches = pool_batches
         self.rank = rank
         self.world_size = world_size
         self.epoch = 0
+        self._cached: tuple[int, list[list[int]]] | None = None
+        if max_tokens is not None:
+            over = sum(t > max_tokens for t in self.tokens)
+            if over:
+                log.warning("%d examples hold more than max_tokens=%d tokens: each is a batch "
+                            "of its own", over, max_tokens)  # fmt: skip
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
+        if self.max_tokens is not None:
+            return len(self.global_batches()[self.rank :: self.world_size])
         batches = (len(self.lengths) + self.batch_size - 1) // self.batch_size
         if self.shuffle:
             return (batches + self.world_size - 1) // self.world_size
         return len(range(self.rank, batches, self.world_size))
 
+    def cut(self, order: list[int]) -> list[list[int]]:
+        """Consecutive batches of ``order``: ``batch_size`` examples each, or as many as fit
+        in ``max_tokens``."""
+        if self.max_tokens is None:
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        batches: list[list[int]] = []
+        batch: list[int] = []
+        largest = 0
+        for i in order:
+            size = max(largest, self.tokens[i])
+            if batch and (len(batch) + 1) * size > self.max_tokens:
+                batches.append(batch)
+                batch, size = [], self.tokens[i]
+            batch.append(i)
+            largest = size
+        return batches + [batch] if batch else batches
+
     def global_batches(self) -> list[list[int]]:
         """The batches of every rank, before sharding."""
+        if self._cached is not None and self._cached[0] == self.epoch:
+            return self._cached[1]
         if not self.shuffle:
-            order = sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i])
-            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            batches = self.cut(sorted(range(len(self.lengths)), key=lambda i: -self.lengths[i]))
+            self._cached = (self.epoch, batches)
+            return batches
         generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
-        pool = self.batch_size * self.pool_batches
+        pool = self.pool_examples()
         batches = []
         for start in range(0, len(order), pool):
-            chunk = sorted(order[start : start + pool], key=lambda i: self.lengths[i])
-            batches += [
-                chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)
-            ]
+            batches += self.cut(sorted(order[start : start + pool], key=lambda i: self.lengths[i]))
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         short = -len(batches) % self.world_size
-        return batches + [batches[i % len(batches)] for i in range(short)] if batches else []
+        batches = batches + [batches[i % len(batches)] for i in range(short)] if batches else []
+        self._cached = (self.epoch, batches)
+        return batches
+
+    def pool_examples(self) -> int:
+        """Examples sorted together: ``pool_batches`` batches' worth."""
+        if self.max_tokens is None:
+            return self.batch_size * self.pool_batches
+        typical = sorted(self.tokens)[len(self.tokens) // 2] if self.tokens else 1
+        return max(1, self.max_tokens // max(typical, 1)) * self.pool_batches
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.global_batches()[self.rank :: self.world_size]
@@ -109,12 +160,14 @@ def bucketed_loader(
     seed: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    max_tokens: int | None = None,
+    tokens: Sequence[int] | None = None,
 ) -> DataLoader:
     """A DataLoader over positions ``0..len(lengths)-1`` in length buckets (this rank's
-    share of them); ``collate`` turns a list of positions into a batch."""
-    sampler = BucketBatchSampler(
-        lengths, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size
-    )
+    share of them; see :class:`BucketBatchSampler`); ``collate`` turns a list of positions
+    into a batch."""
+    sampler = BucketBatchSampler(lengths, batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                                 world_size=world_size, max_tokens=max_tokens, tokens=tokens)  # fmt: skip
     return DataLoader(range(len(lengths)), batch_sampler=sampler, collate_fn=collate)
 
 

@@ -282,7 +282,10 @@ def score(outputs: list[str], split: Split) -> dict:
 def pair_split(source_ids: list[list[int]], target_ids, references: list[str] | None) -> Split:
     """A split for the Trainer: examples are the references (or the source lines)."""
     collator = PairCollator(source_ids, target_ids)
-    return Split(references, collator.lengths, collator)
+    tokens = None
+    if target_ids is not None:  # a token budget counts the longer side (the target with EOS)
+        tokens = [max(len(s), len(t) + 1) for s, t in zip(source_ids, target_ids, strict=True)]
+    return Split(references, collator.lengths, collator, tokens=tokens)
 
 
 # ---------------------------------------------------------------------------- corpus

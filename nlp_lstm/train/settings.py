@@ -18,6 +18,8 @@ class TrainerConfig:
 
     max_epochs: int = 50
     batch_size: int = 32  # per process
+    batch_tokens: int | None = None  # per process: training batches of up to this many tokens
+    # (examples x the longest, as fairseq's max_tokens) instead of batch_size examples
     eval_batch_size: int = 256
     lr: float = 1e-3
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
@@ -50,7 +52,7 @@ class TrainerConfig:
         at_least_one = ("max_epochs", "batch_size", "eval_batch_size", "accumulate_grad_batches",
                         "log_every_n_steps", "num_threads")  # fmt: skip
         check_fields(self, at_least_one=at_least_one, positive=("lr",))
-        for name in ("limit_train_batches", "limit_eval_batches"):
+        for name in ("limit_train_batches", "limit_eval_batches", "batch_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1 or null, got {value}")

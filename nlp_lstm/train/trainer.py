@@ -300,7 +300,11 @@ class Trainer:
         if split.collate is None:
             raise ValueError("this split has no collate function")
         batch_size = self.config.batch_size if train else self.config.eval_batch_size
+        max_tokens = self.config.batch_tokens if train else None
         if split.batches is not None:
+            if max_tokens is not None:
+                raise ConfigError("trainer.batch_tokens does not apply to a split that fixes "
+                                  "its own batches (charlm's streams): use trainer.batch_size")  # fmt: skip
             batches = split.batches(batch_size, self.rank, self.world_size, train)
             return DataLoader(
                 range(len(split)),
@@ -315,6 +319,8 @@ class Trainer:
             seed=self.config.seed,
             rank=self.rank,
             world_size=self.world_size,
+            max_tokens=max_tokens,
+            tokens=split.tokens,
         )
 
     def batches(self, loader: Iterable[Any], limit: int | None = None) -> Iterator[Any]:
