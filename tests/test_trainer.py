@@ -138,7 +138,7 @@ def test_interrupted_run_resumed_ends_where_uninterrupted_run_ends(tmp_path, cap
     resumed, resumed_trainer = run_training(tmp_path, "cut", resume="auto", ema_decay=ema_decay)
     for name, value in full.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
-    timings = ("epoch_seconds", "train_examples_per_s", "peak_rss_mib")
+    timings = ("epoch_seconds", "train_examples_per_s", "train_units_per_s", "peak_rss_mib")
 
     def untimed(history):
         return [{k: v for k, v in r.items() if k not in timings} for r in history]
@@ -424,3 +424,28 @@ def test_a_short_run_averages_trained_weights_not_its_first_ones(tmp_path, monke
         expected = decay * expected + (1 - decay) * w
     assert seen[-1] == pytest.approx(expected, abs=1e-6)
     assert abs(seen[-1] - weights[-1]) < abs(seen[-1] - initial)  # nearer the trained weights
+
+
+def test_max_minutes_ends_the_epoch_in_progress_scores_saves_and_stops(tmp_path, caplog):
+    examples = random_values(400, seed=4)
+    job = fake_job(examples, lambda outputs, split: {"metric": float(len(outputs))})
+    trainer = Trainer(quiet(max_epochs=50, batch_size=1, max_minutes=1e-4), tmp_path)
+    trainer.fit(job)
+    history = trainer.state.history
+    assert len(history) == 1 and 1 <= trainer.state.step < 400  # the epoch was cut short
+    assert "trainer.max_minutes=0.0001 reached" in caplog.text
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+    assert history[0]["train_units_per_s"] > 0
+    with pytest.raises(ConfigError, match="max_minutes"):
+        TrainerConfig(max_minutes=0)
+
+
+def test_units_per_second_count_what_the_loss_counts(tmp_path):
+    examples = random_values(40, seed=5)
+    job = fake_job(examples, lambda outputs, split: {"metric": 0.0})
+    trainer = Trainer(quiet(max_epochs=1, batch_size=8), tmp_path)
+    trainer.fit(job)
+    row = trainer.state.history[0]
+    values = sum(len(e) for e in examples)  # the fake task's loss counts values
+    assert row["train_units_per_s"] * row["epoch_seconds"] == pytest.approx(values)
+    assert row["train_examples_per_s"] * row["epoch_seconds"] == pytest.approx(40)

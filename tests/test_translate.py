@@ -353,3 +353,20 @@ def test_cli_export_translates_a_sentence_with_plain_onnxruntime(tmp_path):
         onnx_runner(path), onnx_runner(path.parent / meta["step"]), source, lengths, max_len
     )
     assert target_tok.decode(out, skip_special_tokens=True) == "A dog."
+
+
+def test_param_init_draws_every_weight_uniformly_and_keeps_padding_rows_zero():
+    from nlp_lstm.tasks.translate import Seq2Seq, TranslateModelConfig
+
+    torch.manual_seed(0)
+    model = Seq2Seq(TranslateModelConfig(hidden_size=16, embedding_dim=8, param_init=0.1), 30, 40)
+    for name, parameter in model.named_parameters():
+        assert parameter.abs().max() <= 0.1, name
+        assert parameter.abs().max() > 0.05, name  # drawn, not left at zero
+    assert (
+        not model.source_embedding.weight[0].any() and not model.decoder.embedding.weight[0].any()
+    )
+    default = Seq2Seq(TranslateModelConfig(hidden_size=16, embedding_dim=8), 30, 40)
+    assert default.source_embedding.weight.abs().max() > 1  # PyTorch's N(0, 1) rows
+    with pytest.raises(ConfigError, match="param_init"):
+        TranslateModelConfig(param_init=-1)

@@ -108,10 +108,14 @@ class TranslateModelConfig:
     tie_embeddings: bool = True  # the output layer reuses the target embedding matrix
     label_smoothing: float = 0.1
     pretrained: Literal["none", "source", "target", "both"] = "none"  # rows from `embeddings`
+    param_init: float = 0.0  # > 0: every weight uniform in +-param_init (OpenNMT-py's
+    # param_init); 0: PyTorch's initialisation of each layer
 
     def __post_init__(self) -> None:
         check_fields(self, at_least_one=("embedding_dim", "hidden_size", "num_layers"),
                      probabilities=("dropout", "label_smoothing"))  # fmt: skip
+        if self.param_init < 0:
+            raise ConfigError(f"param_init must be 0 or more, got {self.param_init}")
         if self.hidden_size % 2:
             raise ConfigError(f"hidden_size must be even, got {self.hidden_size}")
 
@@ -188,8 +192,6 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.label_smoothing = config.label_smoothing
         self.source_embedding = nn.Embedding(source_vocab, config.embedding_dim, padding_idx=0)
-        if source_vectors is not None:
-            self.source_embedding.weight.data.copy_(source_vectors)
         self.embedding_dropout = nn.Dropout(config.dropout)
         self.encoder = BiLSTMEncoder(
             config.embedding_dim, config.hidden_size // 2, config.num_layers, config.dropout
@@ -203,8 +205,18 @@ class Seq2Seq(nn.Module):
             config.attention,
             config.input_feeding,
             config.tie_embeddings,
-            target_vectors,
         )
+        if config.param_init > 0:
+            with torch.no_grad():
+                for parameter in self.parameters():
+                    parameter.uniform_(-config.param_init, config.param_init)
+                self.source_embedding.weight[0].zero_()  # padding rows stay zero
+                self.decoder.embedding.weight[0].zero_()
+        with torch.no_grad():
+            if source_vectors is not None:
+                self.source_embedding.weight.copy_(source_vectors)
+            if target_vectors is not None:
+                self.decoder.embedding.weight.copy_(target_vectors)
 
     def encode(self, batch: PairBatch) -> tuple[Memory, DecoderState]:
         """The attention memory of the source and the decoder's initial state."""

@@ -26,9 +26,11 @@ def epoch_row(
     seconds: float,
     examples: int,
     metrics: dict[str, Any],
+    units: float = 0.0,
 ) -> dict[str, float]:
     """One epoch's row of the history (and of metrics.csv): counters, training loss and
-    speed, peak memory, and the numeric dev metrics as ``dev_<name>``."""
+    speed (examples, and the units the loss counts: tokens, characters, values), peak
+    memory, and the numeric dev metrics as ``dev_<name>``."""
     return {
         "epoch": epoch,
         "step": step,
@@ -36,6 +38,7 @@ def epoch_row(
         "lr": lr,
         "epoch_seconds": seconds,
         "train_examples_per_s": examples / max(seconds, 1e-9),
+        "train_units_per_s": units / max(seconds, 1e-9),
         "peak_rss_mib": peak_rss_mib(),
         **{f"dev_{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
     }

@@ -17,6 +17,8 @@ class TrainerConfig:
     ``trainer/``). Values are checked on construction (a one-line ConfigError)."""
 
     max_epochs: int = 50
+    max_minutes: float | None = None  # a wall-clock budget for training: the epoch in progress
+    # ends at it, is scored and saved, and training stops
     batch_size: int = 32  # per process
     batch_tokens: int | None = None  # per process: training batches of up to this many tokens
     # (examples x the longest, as fairseq's max_tokens) instead of batch_size examples
@@ -56,5 +58,7 @@ class TrainerConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1 or null, got {value}")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"max_minutes must be above 0 or null, got {self.max_minutes}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in (0, 1) or null, got {self.ema_decay}")

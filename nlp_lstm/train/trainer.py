@@ -73,6 +73,7 @@ class Trainer:
         self.world_size = distributed.world_size()
         self.is_main = self.rank == 0
         self.state = TrainState()
+        self.deadline: float | None = None  # trainer.max_minutes, from the start of fit
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -104,6 +105,8 @@ class Trainer:
         scored = ema.module if ema is not None else model  # the weights evaluated and saved
         runlog = RunLog(self.run_dir, monitor, cfg.max_epochs, self.is_main, state.step)
         best_metrics: dict[str, Any] = {}
+        if cfg.max_minutes is not None:
+            self.deadline = time.perf_counter() + 60 * cfg.max_minutes
         try:
             while state.epoch < cfg.max_epochs:
                 if cfg.patience and state.bad_epochs >= cfg.patience:
@@ -111,9 +114,12 @@ class Trainer:
                         "early stopping: no %s improvement in %d epochs", monitor.name, cfg.patience
                     )
                     break
+                if self.out_of_time():
+                    log.info("trainer.max_minutes=%g reached: training stops", cfg.max_minutes)
+                    break
                 state.epoch += 1
                 train_loader.batch_sampler.set_epoch(state.epoch)
-                loss, seconds, examples = self.train_epoch(
+                loss, seconds, examples, units = self.train_epoch(
                     engine, train_loader, optimizer, scaler, runlog, ema
                 )
                 metrics = self.evaluate(scored, job.dev, job.predict, job.score)
@@ -128,7 +134,9 @@ class Trainer:
                     best_metrics = metrics
                 else:
                     state.bad_epochs += 1
-                row = epoch_row(state.epoch, state.step, loss, lr, seconds, examples, metrics)
+                row = epoch_row(
+                    state.epoch, state.step, loss, lr, seconds, examples, metrics, units
+                )
                 state.history.append(row)
                 runlog.epoch(row, value, state.best, state.best_epoch)
                 if improved and self.is_main:
@@ -158,10 +166,11 @@ class Trainer:
 
     def train_epoch(
         self, engine: nn.Module, loader: DataLoader, optimizer, scaler, runlog: RunLog, ema=None
-    ) -> tuple[float, float, int]:
-        """One pass over this rank's batches, stepping every ``accumulate_grad_batches``.
-        Returns the count-weighted mean loss over all ranks, the seconds taken and the
-        examples seen by all ranks."""
+    ) -> tuple[float, float, int, float]:
+        """One pass over this rank's batches, stepping every ``accumulate_grad_batches``
+        (cut short at ``trainer.max_minutes``). Returns the count-weighted mean loss over
+        all ranks, the seconds taken, the examples seen by all ranks and the units the loss
+        counts (tokens, characters, values)."""
         cfg = self.config
         engine.train()
         total_batches = len(loader)
@@ -196,12 +205,21 @@ class Trainer:
                     bar.note(mean, examples / (time.perf_counter() - start))
                     window_sum.zero_()
                     window_count.zero_()
+                if self.out_of_time():
+                    bar.update(1)
+                    break
             bar.update(1)
         bar.close()
         seen = torch.tensor(float(examples), device=self.device, dtype=torch.float64)
         totals = distributed.all_reduce_sum(torch.stack([epoch_sum, epoch_count, seen])).tolist()
         seconds = time.perf_counter() - start
-        return totals[0] / max(totals[1], 1.0), seconds, int(totals[2])
+        return totals[0] / max(totals[1], 1.0), seconds, int(totals[2]), totals[1]
+
+    def out_of_time(self) -> bool:
+        """Whether ``trainer.max_minutes`` has run out (every rank agrees: rank 0's clock)."""
+        if self.deadline is None:
+            return False
+        return bool(distributed.broadcast_from_main(time.perf_counter() > self.deadline))
 
     # ------------------------------------------------------------------ one step
 
