@@ -30,17 +30,43 @@ def test_rnn_step_equals_the_module_step_by_step(cell, layers):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-6)
 
 
-def test_rnn_step_in_training_is_the_module_with_its_dropout():
+@pytest.mark.parametrize("cell", [torch.nn.LSTM, torch.nn.GRU])
+def test_rnn_step_in_training_gives_the_module_loss_and_gradients(cell):
+    """Without dropout, a training step through the cells has the module's loss and
+    gradients; with it, dropout falls between layers (and nowhere else)."""
     torch.manual_seed(0)
-    rnn = torch.nn.LSTM(5, 8, num_layers=2, batch_first=True, dropout=0.5).train()
-    inputs = torch.randn(3, 5)
+    rnn = cell(5, 8, num_layers=2, batch_first=True).train()
+    inputs = torch.randn(3, 6, 5)
+
+    def loss_and_grads(step_by_cells: bool):
+        rnn.zero_grad()
+        state, outputs = None, []
+        for t in range(6):
+            if step_by_cells:
+                output, state = rnn_step(rnn, inputs[:, t], state)
+            else:
+                output, state = rnn(inputs[:, t : t + 1], state)
+                output = output.squeeze(1)
+            outputs.append(output)
+        loss = (torch.stack(outputs, 1) ** 2).sum()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in rnn.parameters()]
+
+    loss, grads = loss_and_grads(True)
+    expected_loss, expected_grads = loss_and_grads(False)
+    torch.testing.assert_close(loss, expected_loss, rtol=1e-6, atol=1e-6)
+    for mine, theirs in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    rnn.dropout = 0.5
     torch.manual_seed(1)
-    output, _ = rnn_step(rnn, inputs, None)
-    torch.manual_seed(1)
-    expected, _ = rnn(inputs.unsqueeze(1))
-    assert torch.equal(output, expected.squeeze(1))
-    output.sum().backward()
-    assert rnn.weight_ih_l0.grad is not None
+    first = rnn_step(rnn, inputs[:, 0], None)[0]
+    torch.manual_seed(2)
+    assert not torch.equal(first, rnn_step(rnn, inputs[:, 0], None)[0])  # masks drawn
+    # one layer: nothing between layers, so no dropout at all, as in the module
+    one_layer = cell(5, 8, batch_first=True).train()
+    one_layer.dropout = 0.5
+    torch.testing.assert_close(rnn_step(one_layer, inputs[:, 0], None)[0],
+                               one_layer(inputs[:, :1])[0][:, 0], rtol=1e-6, atol=1e-6)  # fmt: skip
 
 
 def module_samples(model, prompt: list[int], length: int, seed: int, **sampling) -> list[int]:
@@ -85,3 +111,54 @@ def test_translations_are_those_of_the_module_step(trained_models):
         finally:
             del decoder.recur
         assert mine == theirs, beam
+
+
+def test_the_translation_loss_and_gradients_of_a_batch_are_unchanged():
+    """The lean training step (targets embedded once, the LSTM stepped by cells, the output
+    layer over real tokens only) against the step it replaced (embedding and nn.LSTM a
+    position at a time, scores for every padded position, padding ignored by the loss)."""
+    import torch.nn.functional as F
+
+    from nlp_lstm.tasks.translate import IDS, PairCollator, Seq2Seq, TranslateModelConfig
+
+    torch.manual_seed(0)
+    config = TranslateModelConfig(embedding_dim=12, hidden_size=16, num_layers=2, dropout=0.0,
+                                  label_smoothing=0.1, tie_embeddings=False)  # fmt: skip
+    model = Seq2Seq(config, 50, 60).train()
+    rng = torch.Generator().manual_seed(1)
+    sources = [torch.randint(4, 50, (n,), generator=rng).tolist() for n in (7, 3, 5, 9)]
+    targets = [torch.randint(4, 60, (n,), generator=rng).tolist() for n in (4, 8, 2, 6)]
+    batch = PairCollator(sources, targets)([0, 1, 2, 3])
+
+    def gradients(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in model.parameters()]
+
+    loss, count = model(batch)
+    lean = gradients(loss)
+
+    decoder = model.decoder
+
+    def old_forward():
+        memory, state = model.encode(batch)
+        outputs = []
+        for position in range(batch.target_in.shape[1]):
+            embedded = decoder.dropout(decoder.embedding(batch.target_in[:, position]))
+            inputs = torch.cat([embedded, state.feed], dim=-1)
+            output, hidden = decoder.rnn(inputs.unsqueeze(1), state.hidden)
+            output = output.squeeze(1)
+            context, _ = decoder.attention(output, memory.states, memory.keys, memory.mask)
+            attentional = torch.tanh(decoder.combine(torch.cat([context, output], dim=-1)))
+            state = type(state)(hidden, attentional)
+            outputs.append(attentional)
+        logits = decoder.logits(torch.stack(outputs, 1))
+        return F.cross_entropy(logits.flatten(0, 1), batch.target_out.flatten(),
+                               ignore_index=IDS.pad, label_smoothing=0.1, reduction="sum")  # fmt: skip
+
+    old_loss = old_forward()
+    old = gradients(old_loss)
+    assert int(count) == sum(len(t) + 1 for t in targets)
+    torch.testing.assert_close(loss, old_loss, rtol=1e-6, atol=1e-5)
+    for (name, _), mine, theirs in zip(model.named_parameters(), lean, old, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6, msg=name)

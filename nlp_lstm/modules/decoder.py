@@ -106,7 +106,12 @@ class AttentionDecoder(nn.Module):
     ) -> tuple[Tensor, DecoderState, Tensor]:
         """One target position: ``tokens`` (N,) -> attentional vectors (N, hidden_size),
         the new state and the attention weights (N, S)."""
-        inputs = self.dropout(self.embedding(tokens))
+        return self.step_embedded(self.dropout(self.embedding(tokens)), state, memory)
+
+    def step_embedded(
+        self, inputs: Tensor, state: DecoderState, memory: Memory
+    ) -> tuple[Tensor, DecoderState, Tensor]:
+        """:meth:`step` from the tokens' embeddings (N, embedding_dim), dropout applied."""
         if self.input_feeding:
             inputs = torch.cat([inputs, state.feed.to(inputs.dtype)], dim=-1)
         output, hidden = self.recur(inputs, state.hidden)
@@ -127,12 +132,21 @@ class AttentionDecoder(nn.Module):
             attentional = self.out_proj(attentional)
         return self.generator(attentional)
 
+    def attend(self, inputs: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, Tensor]:
+        """Teacher forcing: target inputs ``(N, T)`` (BOS first) -> attentional vectors
+        ``(N, T, hidden_size)`` and attention weights ``(N, T, S)``. The targets are
+        embedded once for all positions (one embedding gradient a batch, not one a
+        position), then stepped through."""
+        embedded = self.dropout(self.embedding(inputs))
+        outputs, weights = [], []
+        for position in embedded.unbind(1):
+            attentional, state, attention = self.step_embedded(position, state, memory)
+            outputs.append(attentional)
+            weights.append(attention)
+        return torch.stack(outputs, 1), torch.stack(weights, 1)
+
     def forward(self, inputs: Tensor, state: DecoderState, memory: Memory) -> tuple[Tensor, Tensor]:
         """Teacher forcing: target inputs ``(N, T)`` (BOS first) -> scores ``(N, T, V)`` and
         attention weights ``(N, T, S)``. The output layer runs once over all positions."""
-        outputs, weights = [], []
-        for position in range(inputs.shape[1]):
-            attentional, state, attention = self.step(inputs[:, position], state, memory)
-            outputs.append(attentional)
-            weights.append(attention)
-        return self.logits(torch.stack(outputs, 1)), torch.stack(weights, 1)
+        attentional, weights = self.attend(inputs, state, memory)
+        return self.logits(attentional), weights

@@ -7,12 +7,14 @@ once per token pays it at every token, about ten times the step's own arithmetic
 512 char LM: ~4 ms a step against ~0.4 ms). :func:`rnn_step` runs the same step layer by
 layer with ATen's fused cell kernels (``torch.lstm_cell``, ``torch.gru_cell``, those of
 ATen's own LSTM), which read the weights as they are: the same arithmetic, equal outputs
-to float rounding (~1e-7).
+to float rounding (~1e-7). In training, autograd runs through the cells (~20% less time
+than through the sequence kernel for a 2 x 256 decoder at batch 140 on one thread).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 RNNState = Tensor | tuple[Tensor, Tensor]
@@ -24,10 +26,11 @@ def rnn_step(
     """One step: ``inputs`` ``(N, input_size)`` and the state in the module's own layout
     (LSTM ``(h, c)``, GRU ``h``, each ``(layers, N, H)``; None: zeros) -> the last layer's
     output ``(N, H)`` and the new state, as ``rnn(inputs.unsqueeze(1), state)`` gives them.
+    In training mode the module's dropout falls on each layer's output but the last, as
+    ``nn.LSTM`` applies it (with masks of its own drawing).
 
-    A module in training mode (dropout between layers), a bidirectional one or one with
-    projections is simply called."""
-    if rnn.training or rnn.bidirectional or getattr(rnn, "proj_size", 0) or not rnn.bias:
+    A bidirectional module, or one with projections or without biases, is simply called."""
+    if rnn.bidirectional or getattr(rnn, "proj_size", 0) or not rnn.bias:
         output, state = rnn(inputs.unsqueeze(1), state)
         return output.squeeze(1), state
     lstm = isinstance(rnn, nn.LSTM)
@@ -38,6 +41,8 @@ def rnn_step(
     hs, cs = [], []
     x = inputs
     for layer in range(rnn.num_layers):
+        if layer and rnn.training and rnn.dropout:
+            x = F.dropout(x, rnn.dropout, training=True)
         w_ih, w_hh, b_ih, b_hh = weights[layer]
         if lstm:
             h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), w_ih, w_hh, b_ih, b_hh)

@@ -233,17 +233,16 @@ class Seq2Seq(nn.Module):
 
     def forward(self, batch: PairBatch) -> tuple[Tensor, Tensor]:
         """Label-smoothed cross-entropy summed over the target tokens (EOS included), and
-        their count."""
+        their count; the output layer runs over the real tokens only."""
         memory, state = self.encode(batch)
-        logits, _ = self.decoder(batch.target_in, state, memory)
+        attentional, _ = self.decoder.attend(batch.target_in, state, memory)
+        real = batch.target_out != IDS.pad  # the output layer and loss skip the padding
+        logits = self.decoder.logits(attentional[real])
         loss = F.cross_entropy(
-            logits.float().flatten(0, 1),
-            batch.target_out.flatten(),
-            ignore_index=IDS.pad,
-            label_smoothing=self.label_smoothing,
+            logits.float(), batch.target_out[real], label_smoothing=self.label_smoothing,
             reduction="sum",
-        )
-        return loss, (batch.target_out != IDS.pad).sum()
+        )  # fmt: skip
+        return loss, real.sum()
 
     def translate(
         self, batch: PairBatch, decode_cfg: DecodeConfig, beam_size: int
