@@ -15,7 +15,8 @@ length costs the memory of one batch. The properties, by task (one value a posit
 * sentiment: the sentence's gold label, and after a negation word;
 * translate: the position in the sentence, and tokens to its end (encoder and decoder);
 * forecast: the hour of day and the day of week of each segment's last row (with a time
-  column), and the segment's place in the window.
+  column) and their daily and weekly cycles (cos and sin), and the segment's place in the
+  window.
 """
 
 from __future__ import annotations
@@ -247,8 +248,14 @@ def _forecast_properties(predictor: Any, sample: Sample, index: int, positions: 
     found = {"segment in window": np.tile(np.arange(len(ends), dtype=float), repeat)}
     if sample.times is not None:
         times = [sample.times[row] for row in ends]
-        found["hour of day"] = np.tile([float(t.hour) for t in times], repeat)
-        found["day of week"] = np.tile([float(t.weekday()) for t in times], repeat)
+        hours = np.array([t.hour + t.minute / 60 for t in times])
+        days = np.array([t.weekday() + hours[k] / 24 for k, t in enumerate(times)])
+        found["hour of day"] = np.tile(np.floor(hours), repeat)
+        found["day of week"] = np.tile(np.floor(days), repeat)
+        for name, value, period in (("daily", hours, 24), ("weekly", days, 7)):
+            angle = 2 * np.pi * value / period  # a cycle peaking at any phase is a mix of both
+            found[f"{name} cycle (cos)"] = np.tile(np.cos(angle), repeat)
+            found[f"{name} cycle (sin)"] = np.tile(np.sin(angle), repeat)
     return found
 
 
