@@ -435,7 +435,7 @@ def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
     JSON line (see docs/inside.md)."""
     from nlp_lstm.cli import checkpoint_task
     from nlp_lstm.config import to_dataclass
-    from nlp_lstm.files import read_lines
+    from nlp_lstm.files import read_lines, read_text
     from nlp_lstm.tasks.common import input_lines_path, predictor_for_run, report
 
     if not cfg.get("ckpt"):
@@ -450,6 +450,10 @@ def inspect_mode(cfg: DictConfig, run_dir: Path) -> None:
         if not path.stat().st_size:
             raise DataError(path, None, "the input file is empty (a CSV table)")
         inputs: list[Any] = [str(path)]
+    elif task == "charlm":  # one passage, newlines and all, as the model reads text
+        inputs = [read_text(path, "input file")]
+        if not inputs[0].strip():
+            raise DataError(path, None, "the input file is empty (a passage of text)")
     else:
         inputs = [line for line in read_lines(path, "input file") if line.strip()]
         if not inputs:

@@ -178,8 +178,12 @@ def test_inspect_mode_writes_every_file(task, trained_models, tmp_path):
     assert all(f"| {name} |" in cells for name in summary["cells"])
     assert (run / "cells.png").read_bytes()[:4] == b"\x89PNG"
     gates = np.load(run / "gates.npz")
-    first = nlp_lstm.inspect(nlp_lstm.load(trained_models["ckpt"][task], "cpu"),
-                             [str(source)] if task == "forecast" else texts_for(task, trained_models["files"])[:1])[0]  # fmt: skip
+    first_input = {"forecast": str(source), "charlm": source.read_text()}.get(
+        task, texts_for(task, trained_models["files"])[0]
+    )  # charlm: the file is one passage
+    first = nlp_lstm.inspect(nlp_lstm.load(trained_models["ckpt"][task], "cpu"), [first_input])[0]
+    if task == "charlm":
+        assert "".join(gates["rnn.positions"]) == source.read_text()
     assert set(gates.files) == set(first)
     page = (run / "inside.html").read_text()
     assert "<script>" in page and "http" not in page.split("<script>")[1]
