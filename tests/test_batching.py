@@ -103,3 +103,16 @@ def test_batch_tokens_refuses_a_split_with_fixed_batches(tmp_path):
                       batches=lambda *_: [[0, 1], [2, 3]])  # fmt: skip
     with pytest.raises(ConfigError, match="batch_tokens"):
         Trainer(quiet(max_epochs=1, batch_tokens=50), tmp_path).fit(job)
+
+
+def test_token_batches_are_dense_when_the_budgeted_size_is_not_the_length():
+    """Pools sort by what the budget counts (translate: the longer side), so batches fill
+    their budget even when the bucketing length (the source) says little about it."""
+    rng = random.Random(7)
+    lengths = [rng.randint(1, 60) for _ in range(3000)]
+    tokens = [rng.randint(1, 60) for _ in range(3000)]  # unrelated to the lengths
+    sampler = BucketBatchSampler(lengths, 8, seed=1, max_tokens=512, tokens=tokens)
+    sampler.set_epoch(1)
+    batches = sampler.global_batches()
+    fill = sum(padded(b, tokens) for b in batches) / (512 * len(batches))
+    assert fill > 0.9, fill

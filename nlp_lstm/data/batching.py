@@ -30,8 +30,8 @@ class BucketBatchSampler(Sampler[list[int]]):
     Batches hold ``batch_size`` examples, or with ``max_tokens`` as many as fit in that
     many tokens counted as the batch's padded size (examples x the largest of their
     ``tokens``, by default their lengths), as fairseq's ``max_tokens`` and OpenNMT's
-    ``batch_type: tokens`` count them; an example larger than the budget is a batch of its
-    own (and logged once).
+    ``batch_type: tokens`` count them, the pools then sorted by ``tokens``; an example
+    larger than the budget is a batch of its own (and logged once).
 
     With ``world_size > 1`` rank ``r`` takes batches ``r, r + world_size, ...``. In
     training the batch list is first padded with batches from its start, so every rank
@@ -115,9 +115,12 @@ class BucketBatchSampler(Sampler[list[int]]):
         generator = torch.Generator().manual_seed(self.seed * 1000003 + self.epoch)
         order = torch.randperm(len(self.lengths), generator=generator).tolist()
         pool = self.pool_examples()
+        # token batches sort by what the budget counts: by the source length alone, pairs
+        # with long targets would pad every batch they join (a quarter more batches)
+        size = self.lengths if self.max_tokens is None else self.tokens
         batches = []
         for start in range(0, len(order), pool):
-            batches += self.cut(sorted(order[start : start + pool], key=lambda i: self.lengths[i]))
+            batches += self.cut(sorted(order[start : start + pool], key=lambda i: size[i]))
         batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         short = -len(batches) % self.world_size
         batches = batches + [batches[i % len(batches)] for i in range(short)] if batches else []
