@@ -30,7 +30,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from nlp_lstm.errors import ConfigError
 from nlp_lstm.inside import (
     BATCH,
     HIGH,
@@ -77,14 +76,12 @@ def read_sample(predictor: Any, data: dict, split: str, max_positions: int) -> S
         from nlp_lstm.tasks.common import require_file
 
         config = to_dataclass(CharLMDataConfig, data, "data")
-        if split == "dev" or not getattr(config, split):
-            if split == "test":
-                raise ConfigError(f"no test text (data.test) to inspect: {SCAN_HINT}")
-            train_text, dev_text, source = read_corpus(config)
-            text = dev_text if split == "dev" else train_text
-        else:
-            path = require_file(getattr(config, split), f"{split} file (data.{split})", SCAN_HINT)
-            text, source = read_text(path, f"{split} file"), str(path)
+        if split == "test":
+            path = require_file(config.test, "test file (data.test)", SCAN_HINT)
+            text, source = read_text(path, "test file"), str(path)
+        else:  # as training read them (dev: a file, or the training text's tail)
+            train_text, dev_text, dev_source = read_corpus(config)
+            text, source = (dev_text, dev_source) if split == "dev" else (train_text, config.train)
         pieces = list(line_chunks(text[:max_positions], CHUNK))
         return Sample(source, pieces, [None] * len(pieces))
     if task == "ner":
@@ -301,11 +298,12 @@ class Scan:
         self._sum(f"{module}#", {"y": y.sum(0), "yy": (y * y).sum(0)})
         kind = "lstm" if any(k.endswith(".f") for k in gates) else "gru"
         for key, value in gates.items():
-            x = value.astype(np.float64)
             q = key.rsplit(".", 1)[1]
             if q in SIGMOID_GATES[kind]:
-                self._sum(f"{module}.{key}", {"low": (x < LOW).sum(0), "high": (x > HIGH).sum(0)})
+                low, high = (value < LOW).sum(0), (value > HIGH).sum(0)
+                self._sum(f"{module}.{key}", {"low": low, "high": high})
             if q in SEARCHED:
+                x = value.astype(np.float64)
                 self._sum(f"{module}.{key}", {"x": x.sum(0), "xx": (x * x).sum(0), "xy": x.T @ y})
                 if seen < self.keep:
                     take = self.keep - seen

@@ -49,10 +49,9 @@ def run_peer(steps: int, threads: int, data: Path, val_lines: int | None = None)
         sys.exit(f"the peer failed:\n{done.stderr[-3000:]}")
     table = done.stdout
 
-    def value(label: str, index: int = 0) -> float:
+    def value(label: str) -> float:  # the table prints f"{label:58s} {value}"
         line = next(line for line in table.splitlines() if line.startswith(label))
-        numbers = re.findall(r"[\d,]+\.?\d*", line[len(label) :])
-        return float(numbers[index].replace(",", ""))
+        return float(line[58:].split()[0].replace(",", ""))
 
     run_dir = Path(next(ln for ln in table.splitlines() if ln.startswith("run dir")).split()[-1])
     params = re.search(r"parameters: (\d+)", (run_dir / "train.out").read_text())
