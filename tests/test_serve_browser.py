@@ -409,8 +409,11 @@ def test_inside_view_shades_the_input_by_the_chosen_unit(page, server):
     assert "".join(page.text_of(s) for s in spans) == "To be, or"
     assert Select(page.find("#in-quantity")).first_selected_option.get_attribute("value") == "c"
 
-    def shades() -> list[str]:
-        return [s.value_of_css_property("background-color") for s in page.find_all("#in-text span")]
+    def shades() -> list[str]:  # read in one script: the page may re-render meanwhile
+        return page.driver.execute_script(
+            "return [...document.querySelectorAll('#in-text span')]"
+            ".map((s) => getComputedStyle(s).backgroundColor)"
+        )
 
     first = shades()
     page.type("#in-cell", "3")
