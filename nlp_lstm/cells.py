@@ -36,6 +36,7 @@ from nlp_lstm.inside import (
     LOW,
     SIGMOID_GATES,
     Modules,
+    cell_kind,
     forecast_member,
     forecast_windows,
     run_modules,
@@ -296,7 +297,7 @@ class Scan:
         y = np.stack([values[n] for n in names], 1) if names else np.zeros((len(labels), 0))
         seen = self.positions.get(module, 0)
         self._sum(f"{module}#", {"y": y.sum(0), "yy": (y * y).sum(0)})
-        kind = "lstm" if any(k.endswith(".f") for k in gates) else "gru"
+        kind = cell_kind(gates)
         for key, value in gates.items():
             q = key.rsplit(".", 1)[1]
             if q in SIGMOID_GATES[kind]:
@@ -411,13 +412,20 @@ def excerpts(predictor: Any, sample: Sample, units: list[Unit], length: int) -> 
     its property varies (and the inputs after it), with the unit's values there."""
     found = []
     last = min(len(sample.items), 400) - 1
+    computed: dict[int, Modules] = {}  # input -> its gates, shared by the units
+
+    def modules_at(index: int) -> Modules:
+        if index not in computed:
+            computed[index] = sample_modules(predictor, sample, [index])[0]
+        return computed[index]
+
     for unit in units:
         module, name = _module_and_property(unit)
         key = unit.key.split(".", 1)[1]
         labels: list[str] = []
         values, truth = [], []
         for index in range(last + 1):
-            gates, names = sample_modules(predictor, sample, [index])[0][module]
+            gates, names = modules_at(index)[module]
             prop = properties(predictor, sample, index, module, names)[name]
             if not labels and prop.min() == prop.max() and index < last:
                 continue
@@ -471,7 +479,7 @@ def cells_markdown(task: str, ckpt: str, split: str, sample: Sample, result: Sca
                    best: dict[str, list[Unit]], shown_excerpts: list[Excerpt]) -> str:  # fmt: skip
     """cells.md: the table of best units per property, the plot, and each best unit's
     excerpt as text over bars."""
-    units = sum(v.shape[0] for m in result.names for v in result.correlations(m).values())
+    units = sum(sums["x"].size for sums in result.sums.values() if "x" in sums)
     positions = sum(result.positions.values())
     lines = [
         f"# Cells that track the input: {task}, `{Path(str(ckpt)).name}`",

@@ -245,12 +245,17 @@ def checkpoint_task(cfg: DictConfig) -> str:
 
 def task_on_command_line() -> bool:
     """Whether this Hydra run was given ``task=`` (else cfg.task is only the default)."""
+    return "task" in command_line_keys()
+
+
+def command_line_keys() -> set[str]:
+    """The keys this Hydra run was given on the command line (``data.dev``, ``task``, ...);
+    none outside a Hydra run."""
     from hydra.core.hydra_config import HydraConfig
 
     if not HydraConfig.initialized():
-        return False
-    overrides = HydraConfig.get().overrides.task
-    return any(o.lstrip("+~").startswith("task=") for o in overrides)
+        return set()
+    return {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
 
 
 # ---------------------------------------------------------------------------- quick predict

@@ -523,16 +523,10 @@ def scan_split(cfg: DictConfig, predictor: Any, settings: InspectConfig, run_dir
 def inspected_data(cfg: DictConfig, predictor: Any) -> dict:
     """The checkpoint's ``data`` section, with the ``data.*`` values given on the command
     line in place of its own."""
-    data = dict(predictor.bundle.config.get("data", {}))
-    given = set()
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from nlp_lstm.cli import command_line_keys
 
-        if HydraConfig.initialized():
-            given = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
-    except ImportError:  # pragma: no cover - hydra is a dependency
-        pass
-    for name in given:
+    data = dict(predictor.bundle.config.get("data", {}))
+    for name in command_line_keys():
         if name.startswith("data.") and name[5:] in cfg.data:
             data[name[5:]] = cfg.data[name[5:]]
     return data

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nlp_lstm.cells import shown
 from nlp_lstm.inside import parse_key
 
 
 def dict_token(label: str) -> str:
     """A token as one whitespace-free word of a ``.dict`` file."""
-    return label.replace("\n", "⏎").replace("\t", "⇥").replace(" ", "␣") or "∅"
+    return shown(label).replace(" ", "␣")
 
 
 def layer_states(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -80,12 +80,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        if self.max_tokens is not None:
-            return len(self.global_batches()[self.rank :: self.world_size])
-        batches = (len(self.lengths) + self.batch_size - 1) // self.batch_size
-        if self.shuffle:
-            return (batches + self.world_size - 1) // self.world_size
-        return len(range(self.rank, batches, self.world_size))
+        return len(self.global_batches()[self.rank :: self.world_size])
 
     def cut(self, order: list[int]) -> list[list[int]]:
         """Consecutive batches of ``order``: ``batch_size`` examples each, or as many as fit

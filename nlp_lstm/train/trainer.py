@@ -205,10 +205,9 @@ class Trainer:
                     bar.note(mean, examples / (time.perf_counter() - start))
                     window_sum.zero_()
                     window_count.zero_()
-                if self.out_of_time():
-                    bar.update(1)
-                    break
             bar.update(1)
+            if steps_now and self.out_of_time():
+                break
         bar.close()
         seen = torch.tensor(float(examples), device=self.device, dtype=torch.float64)
         totals = distributed.all_reduce_sum(torch.stack([epoch_sum, epoch_count, seen])).tolist()
