@@ -11,12 +11,14 @@ budget, one after the other in one invocation: Multi30k de->en on this machine's
   skips the probe);
 * ours: ``python -m nlp_lstm experiment=translate_onmt_rnn trainer.max_minutes=M`` (the
   same shape: joint BPE 8k, BiLSTM 2 x 256, decoder 2 x 256, general attention, input
-  feeding, dropout 0.3, Adam 1e-3, 2,048-token batches), under ``/usr/bin/time -v``.
+  feeding, dropout 0.3, Adam 1e-3, 2,048-token batches), under ``/usr/bin/time -v``, once
+  per ``--precisions`` (default: the recipe's bf16 autocast, then float32 as the peer).
 
 Both print val BLEU (sacreBLEU, detokenised, against the raw references) greedy and with
 a beam of 5 after training, the decoding seconds of each (model time), the training target
 tokens per second (EOS included), the peak training RSS and the parameter count. The JSON
-holds ``{"peer": {...}, "ours": {...}, "ratios": {...}}``.
+holds ``{"peer": {...}, "ours": {...}, "ratios": {...}}`` (ours: the first precision) and
+every precision's run and ratios under ``ours_by_precision`` and ``ratios_by_precision``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 PEER = REPO.parent / "shared" / "bench" / "peer_onmt_translate.sh"
 KEYS = ("tgt_tokens_per_s", "steps", "bleu_greedy", "bleu_beam5", "decode_greedy_s",
         "decode_beam5_s", "peak_rss_mib", "params", "train_wall_s")  # fmt: skip
+RATIO_KEYS = ("tgt_tokens_per_s", "steps", "peak_rss_mib", "decode_greedy_s", "decode_beam5_s")
 
 
 def run_peer(steps: int, threads: int, data: Path, val_lines: int | None = None) -> dict:
@@ -79,15 +82,17 @@ def gnu_time(path: Path) -> dict[str, float]:
     return {"peak_rss_mib": int(fields["Maximum resident set size (kbytes)"]) / 1024}
 
 
-def run_ours(minutes: float, threads: int, data: Path, out: Path, extra: list[str]) -> dict:
-    """The matched recipe for ``minutes`` of training; its reports parsed."""
+def run_ours(minutes: float, threads: int, precision: str, data: Path, out: Path,
+             extra: list[str]) -> dict:  # fmt: skip
+    """The matched recipe at ``precision`` for ``minutes`` of training; its reports parsed."""
     import nlp_lstm
 
-    run_dir = out / f"ours-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_dir = out / f"ours-{precision}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = ["/usr/bin/time", "-v", "-o", str(out / "ours.time"), sys.executable, "-m",
                "nlp_lstm", "experiment=translate_onmt_rnn", f"trainer.max_minutes={minutes}",
                "trainer.max_epochs=1000", "trainer.patience=0", f"trainer.num_threads={threads}",
-               "trainer.progress_bar=false", f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
+               f"trainer.precision={precision}", "trainer.progress_bar=false",
+               f"hydra.run.dir={run_dir}", *extra]  # fmt: skip
     env = {**os.environ, "NLP_LSTM_DATA": str(data), "OMP_NUM_THREADS": str(threads)}
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO, check=False)
@@ -102,6 +107,7 @@ def run_ours(minutes: float, threads: int, data: Path, out: Path, extra: list[st
     model = nlp_lstm.load(run_dir / "checkpoints" / "best.pt", "cpu").model
     params = sum(p.numel() for p in model.parameters())
     return {
+        "precision": precision,
         "tgt_tokens_per_s": tokens / seconds,
         "steps": int(float(rows[-1]["step"])),
         "epochs": len(rows),
@@ -128,6 +134,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--probe-steps", type=int, default=100)
     parser.add_argument("--peer-steps", type=int, help="skip the probe: train the peer N steps")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["bf16", "32"],
+        help="our runs, one per trainer.precision (the first is the JSON's ours)",
+    )
     parser.add_argument("--out", type=Path, default=Path("/tmp/bench_translate_peer"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("overrides", nargs="*", help="extra key=value for nlp_lstm's run")
@@ -142,24 +154,28 @@ def main() -> None:
               f"steps in {args.minutes:g} minutes", flush=True)  # fmt: skip
     peer = run_peer(steps, args.threads, args.data)
     print(peer.pop("table"), flush=True)
-    ours = run_ours(args.minutes, args.threads, args.data, args.out, args.overrides)
+    runs = {p: run_ours(args.minutes, args.threads, p, args.data, args.out, args.overrides)
+            for p in args.precisions}  # fmt: skip
     ratios = {
-        "tgt_tokens_per_s": ours["tgt_tokens_per_s"] / peer["tgt_tokens_per_s"],
-        "peak_rss_mib": ours["peak_rss_mib"] / peer["peak_rss_mib"],
-        "decode_greedy_s": ours["decode_greedy_s"] / peer["decode_greedy_s"],
-        "decode_beam5_s": ours["decode_beam5_s"] / peer["decode_beam5_s"],
+        precision: {key: ours[key] / peer[key] for key in RATIO_KEYS}
+        for precision, ours in runs.items()
     }
     print(f"\nbudget: {args.minutes:g} minutes of training each, "
           f"{args.threads} thread(s), one after the other")  # fmt: skip
-    print(f"{'':24}{'OpenNMT-py':>14}{'nlp_lstm':>14}{'ours/peer':>11}")
+    print(f"{'':24}{'OpenNMT-py':>14}" + "".join(f"{'ours ' + p:>14}{'/peer':>8}" for p in runs))
     for key in KEYS:
-        a, b = peer.get(key), ours.get(key)
-        ratio = f"{b / a:>10.2f}x" if a and b and key in ratios else ""
-        print(f"{key:<24}{shown(a)}{shown(b)}{ratio}")
+        row = f"{key:<24}{shown(peer.get(key))}"
+        for precision, ours in runs.items():
+            ratio = f"{ratios[precision][key]:>7.2f}x" if key in RATIO_KEYS else " " * 8
+            row += f"{shown(ours.get(key))}{ratio}"
+        print(row)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        report = {"minutes": args.minutes, "threads": args.threads, "peer": peer, "ours": ours,
-                  "ratios": ratios, "probe": probe and {k: v for k, v in probe.items() if k != "table"}}  # fmt: skip
+        first = args.precisions[0]
+        report = {"minutes": args.minutes, "threads": args.threads, "peer": peer,
+                  "ours": runs[first], "ratios": ratios[first],
+                  "ours_by_precision": runs, "ratios_by_precision": ratios,
+                  "probe": probe and {k: v for k, v in probe.items() if k != "table"}}  # fmt: skip
         args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 

@@ -162,3 +162,47 @@ def test_the_translation_loss_and_gradients_of_a_batch_are_unchanged():
     torch.testing.assert_close(loss, old_loss, rtol=1e-6, atol=1e-5)
     for (name, _), mine, theirs in zip(model.named_parameters(), lean, old, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_summed_cross_entropy_is_that_of_torch(dtype, label_smoothing):
+    """The blockwise loss (150 rows: two full blocks and a partial one) against
+    ``F.cross_entropy`` on the float32 logits: the same sum, and the same gradient after
+    an upstream scale, in the logits' dtype."""
+    import torch.nn.functional as F
+
+    from nlp_lstm.modules.loss import ROWS_PER_BLOCK, summed_cross_entropy
+
+    rows = 2 * ROWS_PER_BLOCK + 22
+    generator = torch.Generator().manual_seed(0)
+    base = (torch.randn(rows, 300, generator=generator) * 4).to(dtype)
+    targets = torch.randint(0, 300, (rows,), generator=generator)
+    targets[:3] = base[:3].float().argmax(1)  # confident rows: gradients near zero
+    scale = 1 / 37
+
+    mine_logits = base.clone().requires_grad_()
+    mine = summed_cross_entropy(mine_logits, targets, label_smoothing)
+    (mine * scale).backward()
+    theirs_logits = base.clone().requires_grad_()
+    theirs = F.cross_entropy(theirs_logits.float(), targets, label_smoothing=label_smoothing,
+                             reduction="sum")  # fmt: skip
+    (theirs * scale).backward()
+
+    assert mine.dtype == torch.float32 and mine.shape == ()
+    torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-3)
+    assert mine_logits.grad.dtype == dtype
+    if dtype == torch.float32:
+        torch.testing.assert_close(mine_logits.grad, theirs_logits.grad, rtol=1e-5, atol=1e-8)
+    else:  # rounded twice (stored, then scaled) where torch rounds once
+        gap = (mine_logits.grad.float() - theirs_logits.grad.float()).abs()
+        assert bool((gap <= theirs_logits.grad.float().abs() * 2**-6 + 1e-12).all())
+    with torch.no_grad():  # evaluation takes the plain path, same value
+        torch.testing.assert_close(summed_cross_entropy(base, targets, label_smoothing), theirs)
+
+
+def test_summed_cross_entropy_rejects_wrong_shapes():
+    from nlp_lstm.modules.loss import summed_cross_entropy
+
+    with pytest.raises(ValueError, match="logits"):
+        summed_cross_entropy(torch.zeros(2, 3, 4, requires_grad=True), torch.zeros(2, 3).long())

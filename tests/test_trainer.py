@@ -292,22 +292,28 @@ def test_ddp_without_torchrun_fails_where_the_trainer_starts(tmp_path):
         Trainer(config, tmp_path)
 
 
+# oneDNN's own primitive cache and PyTorch's (ideep's) cache of oneDNN computations
+CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+
+
 def test_a_trainer_leaves_the_process_alone(tmp_path, monkeypatch):
     """Threads and oneDNN's kernel cache are the process's (configure_process), not the
     Trainer's: building and running one changes neither."""
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    for name in CACHE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     threads = torch.get_num_threads()
     wanted = 1 if threads != 1 else 2
     job = fake_job(random_values(8), lambda outputs, split: {"metric": 0.0})
     Trainer(quiet(num_threads=wanted, **SGD), tmp_path).fit(job)
     assert torch.get_num_threads() == threads
-    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
+    assert not any(name in os.environ for name in CACHE_VARIABLES)
 
 
 def test_cli_run_sets_threads_and_kernel_cache_before_training(toy_conll, tmp_path, monkeypatch):
     """``trainer.num_threads`` takes effect in a CLI run, and the oneDNN cache cap is in the
     environment before the first forward pass."""
-    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", raising=False)
+    for name in CACHE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
     threads = torch.get_num_threads()
     wanted = 1 if threads != 1 else 2
     at_first_step: list[tuple[str | None, int]] = []
@@ -315,8 +321,8 @@ def test_cli_run_sets_threads_and_kernel_cache_before_training(toy_conll, tmp_pa
 
     def recording(self, *args, **kwargs):
         if not at_first_step:
-            cache = os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
-            at_first_step.append((cache, torch.get_num_threads()))
+            caches = tuple(os.environ.get(name) for name in CACHE_VARIABLES)
+            at_first_step.append((caches, torch.get_num_threads()))
         return forward_backward(self, *args, **kwargs)
 
     monkeypatch.setattr(Trainer, "forward_backward", recording)
@@ -329,7 +335,7 @@ def test_cli_run_sets_threads_and_kernel_cache_before_training(toy_conll, tmp_pa
             f"trainer.num_threads={wanted}", f"hydra.run.dir={tmp_path / 'run'}",
         )  # fmt: skip
         assert code == 0, err[-2000:]
-        assert at_first_step == [("16", wanted)]
+        assert at_first_step == [(("16", "16"), wanted)]
         assert torch.get_num_threads() == wanted
     finally:
         torch.set_num_threads(threads)

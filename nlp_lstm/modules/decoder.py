@@ -93,8 +93,14 @@ class AttentionDecoder(nn.Module):
             self.generator.weight = self.embedding.weight
 
     def memory(self, states: Tensor, mask: Tensor) -> Memory:
-        """The encoder states ``(N, S, hidden_size)`` prepared for attention."""
-        return Memory(states, self.attention.keys(states), mask)
+        """The encoder states ``(N, S, hidden_size)`` prepared for attention. Under
+        autocast they are cast to its dtype here, once a batch, not by every step's products."""
+        keys = self.attention.keys(states)
+        device = states.device.type
+        if torch.is_autocast_enabled(device):
+            dtype = torch.get_autocast_dtype(device)
+            states, keys = states.to(dtype), keys.to(dtype)
+        return Memory(states, keys, mask)
 
     def initial_state(self, hidden: tuple[Tensor, Tensor]) -> DecoderState:
         """Start from the encoder's final ``(h, c)``, each ``(layers, N, hidden_size)``."""

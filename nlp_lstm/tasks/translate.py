@@ -17,7 +17,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
@@ -40,6 +39,7 @@ from nlp_lstm.export import ExportConfig, StepwiseBiLSTM, export_config, export_
 from nlp_lstm.modules.attention import AttentionKind
 from nlp_lstm.modules.decoder import AttentionDecoder, DecoderState, Memory
 from nlp_lstm.modules.encoder import BiLSTMEncoder
+from nlp_lstm.modules.loss import summed_cross_entropy
 from nlp_lstm.modules.search import SpecialIds, beam_search, greedy_search
 from nlp_lstm.tasks.common import (
     check_output_format,
@@ -238,10 +238,7 @@ class Seq2Seq(nn.Module):
         attentional, _ = self.decoder.attend(batch.target_in, state, memory)
         real = batch.target_out != IDS.pad  # the output layer and loss skip the padding
         logits = self.decoder.logits(attentional[real])
-        loss = F.cross_entropy(
-            logits.float(), batch.target_out[real], label_smoothing=self.label_smoothing,
-            reduction="sum",
-        )  # fmt: skip
+        loss = summed_cross_entropy(logits, batch.target_out[real], self.label_smoothing)
         return loss, real.sum()
 
     def translate(
