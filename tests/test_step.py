@@ -190,6 +190,7 @@ def test_summed_cross_entropy_is_that_of_torch(dtype, label_smoothing):
     (theirs * scale).backward()
 
     assert mine.dtype == torch.float32 and mine.shape == ()
+    assert torch.equal(mine_logits.detach(), base)  # the logits are read, never changed
     torch.testing.assert_close(mine, theirs, rtol=1e-6, atol=1e-3)
     assert mine_logits.grad.dtype == dtype
     if dtype == torch.float32:

@@ -30,7 +30,7 @@ class _SummedCrossEntropy(torch.autograd.Function):
         total = torch.zeros((), dtype=torch.float32, device=logits.device)
         for start in range(0, rows, ROWS_PER_BLOCK):
             block = slice(start, min(start + ROWS_PER_BLOCK, rows))
-            scores = logits[block].float()
+            scores = logits[block].to(torch.float32, copy=True)  # a copy: changed in place
             gold = targets[block].unsqueeze(1)
             nll = -scores.gather(1, gold)
             if label_smoothing:  # (1 - e) * nll + e * mean over the vocabulary of -log p
