@@ -207,3 +207,25 @@ def test_summed_cross_entropy_rejects_wrong_shapes():
 
     with pytest.raises(ValueError, match="logits"):
         summed_cross_entropy(torch.zeros(2, 3, 4, requires_grad=True), torch.zeros(2, 3).long())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_keeps_one_minus_p_scaled_and_passes_gradients_through_the_mask(dtype):
+    from nlp_lstm.modules.dropout import Dropout, dropout
+
+    torch.manual_seed(0)
+    inputs = torch.ones(400, 500, dtype=dtype, requires_grad=True)
+    out = dropout(inputs, 0.3, training=True)
+    assert out.dtype == dtype
+    kept = out != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.005  # 200,000 draws: sd 0.001
+    torch.testing.assert_close(out[kept].float(), torch.full_like(out[kept].float(), 1 / 0.7),
+                               rtol=2**-7, atol=0)  # fmt: skip
+    out.sum().backward()
+    assert torch.equal(inputs.grad, out.detach())  # d out / d in is the scaled mask
+    layer = Dropout(0.3)
+    assert dict(layer.state_dict()) == {} and layer.p == 0.3
+    layer.eval()
+    assert layer(inputs) is inputs  # identity in evaluation
+    assert dropout(inputs, 0.0, training=True) is inputs
+    assert not dropout(inputs, 1.0, training=True).any()

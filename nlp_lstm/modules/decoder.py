@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nlp_lstm.modules.attention import AttentionKind, GlobalAttention
+from nlp_lstm.modules.dropout import Dropout
 from nlp_lstm.modules.step import rnn_step
 
 
@@ -82,7 +83,7 @@ class AttentionDecoder(nn.Module):
         )
         self.attention = GlobalAttention(hidden_size, attention)
         self.combine = nn.Linear(2 * hidden_size, hidden_size, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_proj = (
             nn.Linear(hidden_size, embedding_dim, bias=False)
             if tie_embeddings and hidden_size != embedding_dim

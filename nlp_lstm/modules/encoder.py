@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from nlp_lstm.modules.dropout import Dropout
 from nlp_lstm.modules.pooling import AttentionPooling, PoolingKind, masked_max, masked_mean
 
 CellKind = Literal["lstm", "gru"]
@@ -67,7 +68,7 @@ class BiLSTMEncoder(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
         )
         self.output_size = hidden_size * (2 if bidirectional else 1)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pooling = pooling
         self.attention = AttentionPooling(self.output_size) if pooling == "attention" else None
 

@@ -14,8 +14,9 @@ than through the sequence kernel for a 2 x 256 decoder at batch 140 on one threa
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nlp_lstm.modules.dropout import dropout
 
 RNNState = Tensor | tuple[Tensor, Tensor]
 
@@ -42,7 +43,7 @@ def rnn_step(
     x = inputs
     for layer in range(rnn.num_layers):
         if layer and rnn.training and rnn.dropout:
-            x = F.dropout(x, rnn.dropout, training=True)
+            x = dropout(x, rnn.dropout, training=True)
         w_ih, w_hh, b_ih, b_hh = weights[layer]
         if lstm:
             h, c = torch.lstm_cell(x, (state[0][layer], state[1][layer]), w_ih, w_hh, b_ih, b_hh)

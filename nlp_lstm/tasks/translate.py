@@ -38,6 +38,7 @@ from nlp_lstm.errors import ConfigError, UserError
 from nlp_lstm.export import ExportConfig, StepwiseBiLSTM, export_config, export_graph
 from nlp_lstm.modules.attention import AttentionKind
 from nlp_lstm.modules.decoder import AttentionDecoder, DecoderState, Memory
+from nlp_lstm.modules.dropout import Dropout
 from nlp_lstm.modules.encoder import BiLSTMEncoder
 from nlp_lstm.modules.loss import summed_cross_entropy
 from nlp_lstm.modules.search import SpecialIds, beam_search, greedy_search
@@ -192,7 +193,7 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.label_smoothing = config.label_smoothing
         self.source_embedding = nn.Embedding(source_vocab, config.embedding_dim, padding_idx=0)
-        self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_dropout = Dropout(config.dropout)
         self.encoder = BiLSTMEncoder(
             config.embedding_dim, config.hidden_size // 2, config.num_layers, config.dropout
         )
