@@ -3,9 +3,9 @@
 On a CPU, ``nn.Dropout`` draws its mask with ``bernoulli_``, about three times slower
 than drawing uniform floats (a 140 x 16 x 256 mask: 5.3 ms against 1.6 ms on one thread;
 the whole dropout, forward and backward: ~8 ms against ~5). A translation decoder draws a
-mask at every target position, so the draws were 5% of a bf16 training step. Same distribution: each element
-is kept with probability ``1 - p`` (to float32 resolution) and scaled by ``1 / (1 - p)``;
-the random stream differs from ``nn.Dropout``'s.
+mask at every target position, so the draws were 5% of a bf16 training step. Same
+distribution: each element is kept with probability ``1 - p`` (to float32 resolution) and
+scaled by ``1 / (1 - p)``; the random stream differs from ``nn.Dropout``'s.
 """
 
 from __future__ import annotations
